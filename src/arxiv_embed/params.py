@@ -8,6 +8,7 @@ is how the small CPU profile shrinks the default GPU sizes. A missing or unknown
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 import types
 import typing
 from pathlib import Path
@@ -129,3 +130,37 @@ def load_section(cls: type[T], name: str, params: dict[str, Any] | None = None) 
     """Load section ``name`` of ``params`` (default: ./params.yaml) into the frozen dataclass ``cls``."""
     params = read_params() if params is None else params
     return _build(cls, resolve_section(params, name), name)
+
+
+@dataclass(frozen=True)
+class Paths:
+    """The ``paths:`` block: every file or folder the pipeline reads or writes."""
+
+    prepared: str
+    split_dir: str
+    pairs_dir: str
+    model_dir: str
+    classifier_dir: str
+    onnx_dir: str
+    faiss_dir: str
+    metrics_dir: str
+    plots_dir: str
+
+
+@dataclass(frozen=True)
+class Meta:
+    """Settings shared by all stages."""
+
+    profile: str
+    seed: int
+    base_model: str
+    text_mode: str
+    use_gcs: bool = False
+    gcs_bucket: str = ""
+    gcs_prefix: str = ""
+
+
+def load_common(params: dict[str, Any] | None = None) -> tuple[Paths, Meta]:
+    """The ``paths`` and ``meta`` sections every stage reads."""
+    params = read_params() if params is None else params
+    return load_section(Paths, "paths", params), load_section(Meta, "meta", params)
