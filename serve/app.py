@@ -1,0 +1,284 @@
+"""The embedding API: ``create_app(settings)`` builds it; model, index and classifier load in ``lifespan``.
+
+Run it with ``python -m serve`` (what the container runs) or ``uvicorn serve.app:app``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import numpy as np
+from arxiv_embed.onnx import OnnxEncoder
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from arxiv_embed import __version__
+from serve.batching import Batcher, Overloaded
+from serve.errors import ApiError, install_error_handlers
+from serve.metrics import Metrics
+from serve.middleware import GuardAndMeasure
+from serve.resources import (
+    INDEX_FILE,
+    META_FILE,
+    Classifier,
+    PaperIndex,
+    absent_reason,
+    load_classifier,
+    load_index,
+)
+from serve.schemas import (
+    ClassifyRequest,
+    ClassifyResponse,
+    EmbedRequest,
+    EmbedResponse,
+    ErrorResponse,
+    HealthResponse,
+    InfoResponse,
+    OpenAIEmbedding,
+    OpenAIEmbeddingRequest,
+    OpenAIEmbeddingResponse,
+    OpenAIUsage,
+    SearchRequest,
+    SearchResponse,
+)
+from serve.settings import Settings, get_settings
+
+log = logging.getLogger("serve")
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+CLASSIFIER_FILES = ("coef.npy", "intercept.npy", "classes.json")
+
+
+@dataclass
+class Runtime:
+    """Everything loaded at start, kept on ``app.state.runtime`` (None until ready)."""
+
+    settings: Settings
+    encoder: OnnxEncoder
+    batcher: Batcher
+    metrics: Metrics
+    index: PaperIndex | None
+    index_absent: str | None
+    classifier: Classifier | None
+    classifier_absent: str | None
+
+
+def _errors(*codes: int) -> dict[int | str, dict[str, object]]:
+    return {code: {"model": ErrorResponse} for code in codes}
+
+
+_COMMON = (401, 413, 422, 429, 503)
+
+
+def l2_normalize(vectors: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.maximum(norms, 1e-12)
+
+
+def _runtime(request: Request) -> Runtime:
+    runtime: Runtime | None = getattr(request.app.state, "runtime", None)
+    if runtime is None:
+        raise ApiError(503, "not_ready", "the model is not loaded yet")
+    return runtime
+
+
+async def _embed(rt: Runtime, texts: list[str], truncate: bool = True) -> tuple[np.ndarray, list[int]]:
+    """Raw (un-normalised) embeddings and token counts of ``texts``, through the dynamic batcher."""
+    limits = rt.settings
+    if len(texts) > limits.max_items:
+        rt.metrics.rejected.labels("too_many_inputs").inc()
+        raise ApiError(413, "too_many_inputs", f"{len(texts)} texts; at most {limits.max_items} per request")
+    for i, text in enumerate(texts):
+        if not text.isascii() and _SURROGATE.search(text):  # JSON allows "\ud800", tokenizers do not
+            raise ApiError(422, "invalid_request", f"text {i} is not valid unicode (lone surrogate)")
+        if len(text) > limits.max_chars:
+            rt.metrics.rejected.labels("text_too_long").inc()
+            raise ApiError(
+                413, "text_too_long", f"text {i} has {len(text)} characters; at most {limits.max_chars}"
+            )
+    if not truncate:
+        max_tokens = rt.encoder.max_seq_length
+        for i, count in enumerate(rt.encoder.count_tokens(texts)):
+            if count > max_tokens:
+                rt.metrics.rejected.labels("too_many_tokens").inc()
+                raise ApiError(
+                    413,
+                    "too_many_tokens",
+                    f"text {i} has {count} tokens; the model reads at most {max_tokens} "
+                    "(send truncate=true to cut it)",
+                )
+    rt.metrics.inputs.observe(len(texts))
+    try:
+        return await rt.batcher.submit(texts)
+    except Overloaded as e:
+        rt.metrics.rejected.labels("overloaded").inc()
+        raise ApiError(429, "overloaded", str(e)) from e
+
+
+def _encode_fn(encoder: OnnxEncoder, batch_size: int):
+    def encode(texts: list[str]) -> tuple[np.ndarray, list[int]]:
+        vectors = encoder.encode(texts, batch_size=batch_size, normalize=False, truncate=True)
+        return vectors, encoder.count_tokens(texts)
+
+    return encode
+
+
+def _load(settings: Settings, metrics: Metrics) -> tuple[OnnxEncoder, dict[str, object]]:
+    encoder = OnnxEncoder(settings.model_dir, settings.onnx_file, threads=settings.threads)
+    loaded: dict[str, object] = {}
+    loaded["index_absent"] = absent_reason(settings.index_dir, (INDEX_FILE, META_FILE))
+    loaded["index"] = None
+    if loaded["index_absent"] is None and settings.index_dir is not None:
+        loaded["index"] = load_index(settings.index_dir, encoder.dimension)
+    loaded["classifier_absent"] = absent_reason(settings.classifier_dir, CLASSIFIER_FILES)
+    loaded["classifier"] = None
+    if loaded["classifier_absent"] is None and settings.classifier_dir is not None:
+        loaded["classifier"] = load_classifier(settings.classifier_dir, encoder.dimension)
+    return encoder, loaded
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The API with its own settings, metrics registry and batcher."""
+    settings = settings or get_settings()
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        encoder, loaded = await asyncio.to_thread(_load, settings, metrics)
+        batcher = Batcher(
+            _encode_fn(encoder, settings.max_batch_size),
+            settings.max_batch_size,
+            settings.max_wait_ms / 1000,
+            settings.max_queue,
+            on_batch=metrics.batch_size.observe,
+        )
+        metrics.queued.set_function(lambda: batcher.queued)
+        batcher.start()
+        app.state.runtime = Runtime(settings, encoder, batcher, metrics, **loaded)  # type: ignore[arg-type]
+        log.info(
+            "ready: %s/%s (dim %d), index: %s, classifier: %s",
+            settings.model_dir,
+            settings.onnx_file,
+            encoder.dimension,
+            loaded["index_absent"] or "loaded",
+            loaded["classifier_absent"] or "loaded",
+        )
+        try:
+            yield
+        finally:
+            app.state.runtime = None
+            await batcher.stop()
+
+    app = FastAPI(
+        title="arXiv embedding API",
+        version=__version__,
+        summary="Embeddings of arXiv papers (fine-tuned MiniLM on ONNX Runtime), paper search, subjects.",
+        lifespan=lifespan,
+    )
+    app.state.runtime = None
+    install_error_handlers(app)
+    key = settings.api_key.get_secret_value() if settings.api_key else None
+    app.add_middleware(GuardAndMeasure, metrics=metrics, api_key=key, max_body_bytes=settings.max_body_bytes)
+    runtime = Depends(_runtime)
+
+    @app.get("/health", responses=_errors(503))
+    async def health(rt: Runtime = runtime) -> HealthResponse:
+        """200 once the model is loaded, 503 before."""
+        return HealthResponse(status="ok")
+
+    @app.get("/info", responses=_errors(401, 503))
+    async def info(rt: Runtime = runtime) -> InfoResponse:
+        """The loaded model and what else is available."""
+        return InfoResponse(
+            model=rt.settings.model_name,
+            onnx_file=rt.settings.onnx_file,
+            dimension=rt.encoder.dimension,
+            max_tokens=rt.encoder.max_seq_length,
+            index_size=rt.index.size if rt.index else None,
+            classifier_classes=len(rt.classifier.classes) if rt.classifier else None,
+            max_items=rt.settings.max_items,
+            max_chars=rt.settings.max_chars,
+            version=__version__,
+        )
+
+    @app.post("/embed", responses=_errors(*_COMMON))
+    async def embed(body: EmbedRequest, rt: Runtime = runtime) -> EmbedResponse:
+        """Embed one text or a list of texts."""
+        texts = [body.input] if isinstance(body.input, str) else body.input
+        vectors, tokens = await _embed(rt, texts, body.truncate)
+        if body.normalize:
+            vectors = l2_normalize(vectors)
+        return EmbedResponse(
+            model=rt.settings.model_name,
+            dimension=rt.encoder.dimension,
+            embeddings=vectors.tolist(),
+            tokens=tokens,
+        )
+
+    @app.post("/v1/embeddings", responses=_errors(*_COMMON))
+    async def openai_embeddings(
+        body: OpenAIEmbeddingRequest, rt: Runtime = runtime
+    ) -> OpenAIEmbeddingResponse:
+        """OpenAI-compatible embeddings (always L2-normalised, truncated to the model's max tokens)."""
+        if body.dimensions is not None and body.dimensions != rt.encoder.dimension:
+            raise ApiError(
+                422,
+                "invalid_request",
+                f"dimensions: this model only returns {rt.encoder.dimension} dimensions",
+            )
+        texts = [body.input] if isinstance(body.input, str) else body.input
+        vectors, tokens = await _embed(rt, texts)
+        vectors = l2_normalize(vectors).astype("<f4", copy=False)
+        if body.encoding_format == "base64":
+            data = [
+                OpenAIEmbedding(index=i, embedding=base64.b64encode(v.tobytes()).decode("ascii"))
+                for i, v in enumerate(vectors)
+            ]
+        else:
+            data = [OpenAIEmbedding(index=i, embedding=v) for i, v in enumerate(vectors.tolist())]
+        used = sum(min(t, rt.encoder.max_seq_length) for t in tokens)
+        return OpenAIEmbeddingResponse(
+            data=data, model=rt.settings.model_name, usage=OpenAIUsage(prompt_tokens=used, total_tokens=used)
+        )
+
+    @app.post("/search", responses=_errors(*_COMMON))
+    async def search(body: SearchRequest, rt: Runtime = runtime) -> SearchResponse:
+        """The k papers of the index closest to a text (cosine similarity)."""
+        if rt.index is None:
+            raise ApiError(503, "index_not_loaded", f"no search index is loaded ({rt.index_absent})")
+        vectors, _ = await _embed(rt, [body.text])
+        hits = await asyncio.to_thread(rt.index.search, l2_normalize(vectors)[0], body.k)
+        return SearchResponse(model=rt.settings.model_name, results=hits)  # type: ignore[arg-type]
+
+    @app.post("/classify", responses=_errors(*_COMMON))
+    async def classify(body: ClassifyRequest, rt: Runtime = runtime) -> ClassifyResponse:
+        """The most probable primary subjects of a text."""
+        if rt.classifier is None:
+            raise ApiError(503, "classifier_not_loaded", f"no classifier is loaded ({rt.classifier_absent})")
+        vectors, _ = await _embed(rt, [body.text])
+        probs = rt.classifier.predict_proba(l2_normalize(vectors))[0]
+        order = np.argsort(-probs, kind="stable")[: body.top_n]
+        top = [{"subject": rt.classifier.classes[i], "probability": float(probs[i])} for i in order]
+        return ClassifyResponse(subject=top[0]["subject"], probability=top[0]["probability"], top=top)  # type: ignore[arg-type]
+
+    @app.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})
+    async def prometheus_metrics() -> Response:
+        """Prometheus metrics: requests, latency, texts per request, inference batch sizes, queue."""
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+def __getattr__(name: str) -> FastAPI:
+    # ``uvicorn serve.app:app``: the app from the environment's settings, built on first access.
+    if name == "app":
+        return create_app()
+    raise AttributeError(name)

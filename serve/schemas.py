@@ -1,0 +1,118 @@
+"""Request and response bodies of the API.
+
+Limits that depend on the settings (texts per request, characters per text) are checked in the endpoints,
+which answer 413; the fixed ones (k, top_n, non-empty lists) are in the schemas and answer 422.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Text = str
+Texts = Annotated[list[str], Field(min_length=1)]
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ErrorResponse(BaseModel):
+    error: str = Field(description="what went wrong, for a person")
+    error_type: str = Field(description="stable machine-readable kind, e.g. too_many_inputs")
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ok"]
+
+
+class InfoResponse(BaseModel):
+    model: str
+    onnx_file: str
+    dimension: int
+    max_tokens: int
+    index_size: int | None = Field(description="papers in the search index; null when no index is loaded")
+    classifier_classes: int | None = Field(description="subjects of the classifier; null when none is loaded")
+    max_items: int
+    max_chars: int
+    version: str
+
+
+class EmbedRequest(_Request):
+    input: Text | Texts = Field(description="one text or a list of texts")
+    normalize: bool = Field(True, description="L2-normalise the embeddings")
+    truncate: bool = Field(
+        True, description="cut texts to the model's max tokens; false: 413 if one is longer"
+    )
+
+
+class EmbedResponse(BaseModel):
+    model: str
+    dimension: int
+    embeddings: list[list[float]]
+    tokens: list[int] = Field(description="tokens of each text, special tokens included, before truncation")
+
+
+class OpenAIEmbeddingRequest(BaseModel):
+    """The body of OpenAI's ``POST /v1/embeddings`` (text inputs; token-id inputs are not supported)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    input: Text | Texts
+    model: str | None = None
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(None, ge=1)
+    user: str | None = None
+
+
+class OpenAIEmbedding(BaseModel):
+    object: Literal["embedding"] = "embedding"
+    index: int
+    embedding: list[float] | str
+
+
+class OpenAIUsage(BaseModel):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class OpenAIEmbeddingResponse(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[OpenAIEmbedding]
+    model: str
+    usage: OpenAIUsage
+
+
+class SearchRequest(_Request):
+    text: Text
+    k: int = Field(10, ge=1, le=100, description="papers to return")
+
+
+class Paper(BaseModel):
+    rank: int
+    score: float = Field(description="cosine similarity to the query")
+    id: str
+    title: str
+    subject: str
+
+
+class SearchResponse(BaseModel):
+    model: str
+    results: list[Paper]
+
+
+class ClassifyRequest(_Request):
+    text: Text
+    top_n: int = Field(5, ge=1, le=100, description="most probable subjects to return")
+
+
+class SubjectProbability(BaseModel):
+    subject: str
+    probability: float
+
+
+class ClassifyResponse(BaseModel):
+    subject: str = Field(description="the most probable primary subject")
+    probability: float
+    top: list[SubjectProbability]

@@ -1,0 +1,46 @@
+"""Settings of the embedding API from the environment: ``ARXIV_EMBED_*``, and ``PORT`` as Cloud Run sets."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Everything the API reads at start; tests build their own instance and pass it to ``create_app``."""
+
+    model_config = SettingsConfigDict(env_prefix="ARXIV_EMBED_", frozen=True, extra="ignore")
+
+    # What to load. The index and the classifier are optional: their endpoints answer 503 when absent.
+    model_dir: Path = Path("models/onnx")
+    onnx_file: Literal["model.onnx", "model_int8.onnx"] = "model.onnx"
+    model_name: str = "arxiv-embed-minilm"
+    index_dir: Path | None = Path("models/faiss")
+    classifier_dir: Path | None = Path("models/classifier")
+
+    # Request limits.
+    max_items: int = Field(64, ge=1, description="texts per request (413 above)")
+    max_chars: int = Field(20_000, ge=1, description="characters per text (413 above)")
+    max_body_bytes: int = Field(4_000_000, ge=1024, description="request body size (413 above)")
+    max_k: int = Field(100, ge=1, description="largest k of /search")
+
+    # Dynamic batching: concurrent requests share one inference call.
+    max_batch_size: int = Field(64, ge=1, description="texts per inference call")
+    max_wait_ms: float = Field(0.0, ge=0, description="extra wait to fill a batch; 0 = take what is queued")
+    max_queue: int = Field(256, ge=1, description="requests waiting for inference before 429")
+    threads: int | None = Field(None, ge=1, description="onnxruntime intra-op threads (None = all cores)")
+
+    api_key: SecretStr | None = None
+    host: str = "0.0.0.0"  # a container listens on all interfaces
+    port: int = Field(8080, validation_alias=AliasChoices("PORT", "ARXIV_EMBED_PORT"))
+    log_level: str = "info"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The settings of this process, read once from the environment."""
+    return Settings()
