@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import email.utils
+import hashlib
 import json
 import os
 import time
@@ -267,6 +268,12 @@ def _query_dict(query: Query) -> dict[str, Any]:
     data = dataclasses.asdict(query)
     data["sets"] = list(query.sets)
     return data
+
+
+def query_key(query: Query) -> str:
+    """A short stable name for ``query``, to keep the harvests of different queries in different folders."""
+    blob = json.dumps(_query_dict(query), sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:12]
 
 
 def _initial_state(query: Query) -> dict[str, Any]:

@@ -1,16 +1,25 @@
-"""Where raw arXiv metadata comes from: a snapshot file in the arXiv JSON Lines schema.
+"""Where raw arXiv metadata comes from: a snapshot file, arXiv's OAI-PMH interface or a Hugging Face dataset.
 
-Local paths and fsspec URLs (``https://``, ``gs://``, ...) are streamed line by line, gzip or plain (told apart by
-content, not by name), so memory stays bounded whatever the file size.
+Every source yields JSON lines in the arXiv snapshot schema; :func:`iter_source_lines` picks one from params.
+
+Local paths and fsspec URLs (``https://``, ``gs://``, ...) are streamed line by line, gzip or plain (told
+apart by content, not by name), so memory stays bounded whatever the file size.
 """
 
 from __future__ import annotations
 
+import datetime
 import gzip
 import io
-from collections.abc import Iterator
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
 
 import fsspec
+
+from arxiv_embed import oai
 
 _GZIP_MAGIC = b"\x1f\x8b"
 
@@ -30,3 +39,122 @@ def iter_lines(uri: str) -> Iterator[bytes]:
                 yield line.rstrip(b"\r\n")
         except (OSError, EOFError) as e:  # truncated or corrupt gzip
             raise OSError(f"cannot read {uri}: {e}") from e
+
+
+# --- choosing a source from params ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OaiSourceParams:
+    """``prepare.source.oai``: what to harvest from arXiv's OAI-PMH interface."""
+
+    sets: list[str] = field(default_factory=lambda: ["cs"])
+    from_date: str | None = None
+    until_date: str | None = None
+    base_url: str = oai.DEFAULT_BASE_URL
+    delay: float = 3.0
+
+
+@dataclass(frozen=True)
+class HfSourceParams:
+    """``prepare.source.hf``: a Hugging Face dataset (hub id or local folder) streamed with ``datasets``.
+
+    ``columns`` renames dataset columns to snapshot names (e.g. ``{summary: abstract}``).
+    """
+
+    dataset: str = ""
+    config: str | None = None
+    split: str = "train"
+    columns: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SourceParams:
+    """``prepare.source``: where raw metadata comes from.
+
+    ``kind: file`` streams ``uri`` (a path or fsspec URL, plain or gzip); ``oai`` harvests arXiv over OAI-PMH
+    into ``<work_dir>/oai-<query key>/records.jsonl`` (resumable) and streams that; ``hf`` streams a Hugging
+    Face dataset.
+    """
+
+    kind: Literal["file", "oai", "hf"] = "file"
+    uri: str = ""
+    oai: OaiSourceParams = field(default_factory=OaiSourceParams)
+    hf: HfSourceParams = field(default_factory=HfSourceParams)
+
+
+_SNAPSHOT_KEYS = (
+    "id",
+    "submitter",
+    "authors",
+    "title",
+    "comments",
+    "journal-ref",
+    "doi",
+    "report-no",
+    "categories",
+    "license",
+    "abstract",
+    "update_date",
+)
+
+
+def _plain_date(value: Any) -> Any:
+    return value.isoformat()[:10] if isinstance(value, datetime.date) else value
+
+
+def hf_row_to_snapshot(row: Mapping[str, Any], columns: Mapping[str, str]) -> dict[str, Any]:
+    """One dataset row in the snapshot schema: columns renamed, categories list joined, dates ``YYYY-MM-DD``.
+
+    Snapshot keys the dataset lacks are None (``prepare`` drops rows that lack a required one).
+    """
+    renamed = {columns.get(key, key): value for key, value in row.items()}
+    out = {key: _plain_date(renamed.get(key)) for key in _SNAPSHOT_KEYS}
+    if isinstance(out["categories"], list | tuple):
+        out["categories"] = " ".join(str(c) for c in out["categories"])
+    return out
+
+
+def iter_hf_lines(cfg: HfSourceParams) -> Iterator[bytes]:
+    """Stream a Hugging Face dataset as snapshot JSON lines, without downloading it whole."""
+    if not cfg.dataset:
+        raise ValueError("prepare.source.hf.dataset is empty: give a hub id or a local dataset folder")
+    import datasets  # the pipeline's dependency, not the API's
+
+    rows = datasets.load_dataset(cfg.dataset, cfg.config, split=cfg.split, streaming=True)
+    for row in rows:
+        yield json.dumps(hf_row_to_snapshot(row, cfg.columns), ensure_ascii=False, default=str).encode()
+
+
+def harvest_dir(cfg: OaiSourceParams, work_dir: str | Path) -> Path:
+    """Folder of the OAI harvest of ``cfg``: one per query, so changing the query never mixes two harvests."""
+    return Path(work_dir) / f"oai-{oai.query_key(_oai_query(cfg))}"
+
+
+def _oai_query(cfg: OaiSourceParams) -> oai.Query:
+    return oai.Query(
+        base_url=cfg.base_url, sets=tuple(cfg.sets), from_date=cfg.from_date, until_date=cfg.until_date
+    )
+
+
+def iter_source_lines(cfg: SourceParams, work_dir: str | Path, progress: bool = True) -> Iterator[bytes]:
+    """Raw snapshot JSON lines of the source chosen in ``prepare.source``; the one call ``prepare`` makes.
+
+    ``work_dir`` keeps what a source must store before it can be read (the OAI harvest and its checkpoint).
+    """
+    if cfg.kind == "file":
+        if not cfg.uri:
+            raise ValueError("prepare.source.uri is empty: give a snapshot path or URL, or another kind")
+        if "://" not in cfg.uri and not Path(cfg.uri).exists():
+            raise FileNotFoundError(
+                f"input not found: {cfg.uri} (offline: point prepare.source.uri at a local snapshot; "
+                "online: harvest arXiv with -S prepare.source.kind=oai, see docs/data-sources.md)"
+            )
+        return iter_lines(cfg.uri)
+    if cfg.kind == "oai":
+        client = oai.Client(delay=cfg.oai.delay)
+        records = oai.harvest(_oai_query(cfg.oai), harvest_dir(cfg.oai, work_dir), client, progress=progress)
+        return iter_lines(str(records))
+    if cfg.kind == "hf":
+        return iter_hf_lines(cfg.hf)
+    raise ValueError(f"unknown prepare.source.kind {cfg.kind!r}; expected file, oai or hf")

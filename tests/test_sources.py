@@ -1,0 +1,204 @@
+"""Sources of raw metadata: local and remote snapshots (http, gs), OAI-PMH harvests, Hugging Face datasets."""
+
+from __future__ import annotations
+
+import datetime
+import functools
+import gzip
+import json
+import threading
+from collections.abc import Iterator
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+from oai_server import Script, page, record, serve
+
+from arxiv_embed import sources
+from arxiv_embed.params import ParamsError, load_section
+from arxiv_embed.sources import HfSourceParams, OaiSourceParams, SourceParams, iter_source_lines
+
+if TYPE_CHECKING:
+    from gcs_fixtures import GcsEmulator
+
+pytest_plugins = ["gcs_fixtures"]
+
+PAPERS = [
+    {"id": "2401.00001", "title": "Héllo", "abstract": "First abstract.", "categories": "cs.LG"},
+    {"id": "2401.00002", "title": "World", "abstract": "Second\nabstract.", "categories": "math.AG cs.LG"},
+]
+LINES = [json.dumps(p, ensure_ascii=False).encode() for p in PAPERS]
+
+
+@pytest.fixture
+def snapshot_gz(tmp_path: Path) -> Path:
+    path = tmp_path / "snapshot.jsonl.gz"
+    path.write_bytes(gzip.compress(b"\n".join(LINES) + b"\n"))
+    return path
+
+
+@pytest.fixture
+def http_root(tmp_path: Path) -> Iterator[tuple[Path, str]]:
+    """A static file server on loopback: (folder it serves, base URL)."""
+    root = tmp_path / "www"
+    root.mkdir()
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(root)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def file_source(uri: str) -> SourceParams:
+    return SourceParams(kind="file", uri=uri)
+
+
+# --- snapshots by path or URL -------------------------------------------------------------------------------
+
+
+def test_local_file_plain_and_gzip(tmp_path: Path, snapshot_gz: Path) -> None:
+    plain = tmp_path / "snapshot.jsonl"
+    plain.write_bytes(b"\n".join(LINES) + b"\n")
+    assert list(iter_source_lines(file_source(str(plain)), tmp_path)) == LINES
+    assert list(iter_source_lines(file_source(str(snapshot_gz)), tmp_path)) == LINES
+
+
+def test_missing_local_file_says_how_to_fix(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"input not found: .*nope\.jsonl.*prepare\.source\.kind=oai"):
+        iter_source_lines(file_source(str(tmp_path / "nope.jsonl")), tmp_path)
+    with pytest.raises(ValueError, match=r"prepare\.source\.uri is empty"):
+        iter_source_lines(file_source(""), tmp_path)
+
+
+def test_remote_snapshot_over_http(tmp_path: Path, snapshot_gz: Path, http_root: tuple[Path, str]) -> None:
+    root, base = http_root
+    (root / "arxiv.jsonl.gz").write_bytes(snapshot_gz.read_bytes())
+    assert list(iter_source_lines(file_source(f"{base}/arxiv.jsonl.gz"), tmp_path)) == LINES
+    with pytest.raises(FileNotFoundError, match="input not found"):
+        list(iter_source_lines(file_source(f"{base}/missing.jsonl.gz"), tmp_path))
+
+
+def test_remote_snapshot_on_gcs(tmp_path: Path, snapshot_gz: Path, gcs_emulator: GcsEmulator) -> None:
+    gcs_emulator.filesystem().pipe(f"{gcs_emulator.bucket}/raw/arxiv.jsonl.gz", snapshot_gz.read_bytes())
+    uri = gcs_emulator.url("raw/arxiv.jsonl.gz")
+    assert list(iter_source_lines(file_source(uri), tmp_path)) == LINES
+    with pytest.raises(FileNotFoundError, match="input not found"):
+        list(iter_source_lines(file_source(gcs_emulator.url("raw/missing.jsonl")), tmp_path))
+
+
+# --- OAI-PMH ------------------------------------------------------------------------------------------------
+
+
+def oai_pages() -> dict[str, bytes]:
+    return {
+        "set=cs": page([record("2401.00001", "First", "cs.LG")], "t1"),
+        "token=t1": page([record("2401.00002", "Second", "cs.CL")], None),
+        "set=math": page([record("2401.00003", "Third", "math.AG", set_spec="math")], None),
+    }
+
+
+def test_oai_source_harvests_once_per_query(tmp_path: Path) -> None:
+    script = Script(oai_pages())
+    with serve(script) as url:
+        cs = SourceParams(kind="oai", oai=OaiSourceParams(sets=["cs"], base_url=url, delay=0))
+        lines = list(iter_source_lines(cs, tmp_path, progress=False))
+        assert [json.loads(line)["id"] for line in lines] == ["2401.00001", "2401.00002"]
+        assert list(iter_source_lines(cs, tmp_path, progress=False)) == lines
+        assert len(script.requests) == 2  # the finished harvest is read again, not fetched again
+        both = SourceParams(kind="oai", oai=OaiSourceParams(sets=["cs", "math"], base_url=url, delay=0))
+        ids = [json.loads(line)["id"] for line in iter_source_lines(both, tmp_path, progress=False)]
+    assert ids == ["2401.00001", "2401.00002", "2401.00003"]
+    assert len(script.requests) == 5
+    assert sources.harvest_dir(cs.oai, tmp_path) != sources.harvest_dir(both.oai, tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [sources.harvest_dir(cs.oai, tmp_path).name, sources.harvest_dir(both.oai, tmp_path).name]
+    )
+
+
+# --- Hugging Face datasets ----------------------------------------------------------------------------------
+
+
+def test_hf_row_to_snapshot() -> None:
+    row = {
+        "id": "2401.00001",
+        "title": "T",
+        "summary": "A.",
+        "categories": ["cs.LG", "stat.ML"],
+        "update_date": datetime.datetime(2024, 1, 5, 10, 30),
+        "extra": 1,
+    }
+    assert sources.hf_row_to_snapshot(row, {"summary": "abstract"}) == {
+        "id": "2401.00001",
+        "submitter": None,
+        "authors": None,
+        "title": "T",
+        "comments": None,
+        "journal-ref": None,
+        "doi": None,
+        "report-no": None,
+        "categories": "cs.LG stat.ML",
+        "license": None,
+        "abstract": "A.",
+        "update_date": "2024-01-05",
+    }
+
+
+@pytest.mark.slow  # imports datasets (and torch)
+def test_hf_dataset_streamed_from_a_local_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "cache"))
+    folder = tmp_path / "arxiv-hf"
+    folder.mkdir()
+    rows = [
+        {**p, "categories": p["categories"].split(), "update_date": "2024-01-0" + str(i + 1)}
+        for i, p in enumerate(PAPERS)
+    ]
+    (folder / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    cfg = SourceParams(kind="hf", hf=HfSourceParams(dataset=str(folder), split="train"))
+    got = [json.loads(line) for line in iter_source_lines(cfg, tmp_path)]
+    assert [(r["id"], r["categories"], r["update_date"]) for r in got] == [
+        ("2401.00001", "cs.LG", "2024-01-01"),
+        ("2401.00002", "math.AG cs.LG", "2024-01-02"),
+    ]
+    assert [r["abstract"] for r in got] == [p["abstract"] for p in PAPERS]
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").rglob("*.arrow"))  # streamed
+    with pytest.raises(ValueError, match=r"hf\.dataset is empty"):
+        list(iter_source_lines(SourceParams(kind="hf"), tmp_path))
+
+
+# --- params -------------------------------------------------------------------------------------------------
+
+
+def test_source_params_from_yaml_mapping() -> None:
+    params = {
+        "prepare": {
+            "source": {
+                "kind": "oai",
+                "uri": "",
+                "oai": {
+                    "sets": ["cs", "physics:hep-th"],
+                    "from_date": "2024-01-01",
+                    "until_date": None,
+                    "base_url": "http://h/oai",
+                    "delay": 3,
+                },
+                "hf": {"dataset": "", "config": None, "split": "train", "columns": {}},
+            }
+        }
+    }
+    cfg = load_section(SourceParams, "source", params["prepare"])
+    assert cfg.kind == "oai"
+    assert cfg.oai == OaiSourceParams(["cs", "physics:hep-th"], "2024-01-01", None, "http://h/oai", 3)
+    params["prepare"]["source"]["oai"]["set"] = "cs"
+    with pytest.raises(ParamsError, match=r"unknown key\(s\) in 'source.oai': set"):
+        load_section(SourceParams, "source", params["prepare"])
+    params["prepare"]["source"]["kind"] = "ftp"
+    with pytest.raises(ParamsError, match="must be one of"):
+        load_section(SourceParams, "source", params["prepare"])
