@@ -1,8 +1,9 @@
 """A session-wide Google Cloud Storage emulator on loopback, for tests of ``gs://`` reads and writes.
 
-Use it from any test folder with ``pytest_plugins = ["gcs_fixtures"]`` in a conftest (``tests/`` is on
-``sys.path`` under pytest's default import mode) and a ``gcs_emulator`` argument. Nothing leaves the machine:
-``STORAGE_EMULATOR_HOST`` points gcsfs and google-cloud-storage at the emulator, anonymous credentials.
+Use it from any test module with ``pytest_plugins = ["gcs_fixtures"]`` (``tests/`` is on ``sys.path`` under
+pytest's default import mode) and a ``gcs_emulator`` argument. One emulator serves the whole session; each
+test that asks for it gets ``STORAGE_EMULATOR_HOST`` pointing gcsfs and google-cloud-storage at it, so nothing
+leaves the machine.
 """
 
 from __future__ import annotations
@@ -39,23 +40,22 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def gcs_emulator() -> Iterator[GcsEmulator]:
-    """Start ``gcp-storage-emulator`` (in memory) once per session with one bucket, ``test-bucket``."""
+def gcs_emulator_server() -> Iterator[GcsEmulator]:
+    """Start ``gcp-storage-emulator`` (in memory) once per session with one empty bucket, ``test-bucket``."""
     from gcp_storage_emulator.server import create_server
 
     port = _free_port()
     server = create_server("127.0.0.1", port, in_memory=True, default_bucket="test-bucket")
     server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    saved = {key: os.environ.get(key) for key in ("STORAGE_EMULATOR_HOST", "GOOGLE_CLOUD_PROJECT")}
-    os.environ["STORAGE_EMULATOR_HOST"] = endpoint
-    os.environ.setdefault("GOOGLE_CLOUD_PROJECT", "test-project")
     try:
-        yield GcsEmulator(endpoint=endpoint, bucket="test-bucket")
+        yield GcsEmulator(endpoint=f"http://127.0.0.1:{port}", bucket="test-bucket")
     finally:
         server.stop()
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+
+
+@pytest.fixture
+def gcs_emulator(gcs_emulator_server: GcsEmulator, monkeypatch: pytest.MonkeyPatch) -> GcsEmulator:
+    """The session's emulator, with ``STORAGE_EMULATOR_HOST`` pointing at it for this test only."""
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_emulator_server.endpoint)
+    monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", "test-project")
+    return gcs_emulator_server
