@@ -1,6 +1,7 @@
 """Prepare: raw arXiv metadata (snapshot JSON Lines, plain or gzip) -> one clean table of papers.
 
-Reads   ``prepare.input`` (a path or fsspec URL in the arXiv snapshot schema).
+Reads   ``prepare.source``: a snapshot path or URL, an arXiv OAI-PMH harvest (kept in ``${paths.raw_dir}``)
+        or a Hugging Face dataset, as JSON lines of the arXiv snapshot schema (docs/data-sources.md).
 Params  ``prepare`` section, ``meta.seed``.
 Writes  ``${paths.prepared}`` (parquet: id, title, abstract, subject, subjects, update_date) and
         ``metrics/prepare.json`` (rows read, kept, dropped by reason, subjects).
@@ -23,8 +24,9 @@ import pandas as pd
 from tqdm import tqdm
 
 from arxiv_embed.io import write_json, write_parquet
+from arxiv_embed.oai import OaiError
 from arxiv_embed.params import load_common, load_section
-from arxiv_embed.sources import iter_lines
+from arxiv_embed.sources import SourceParams, iter_source_lines
 from arxiv_embed.subjects import parse_categories
 from arxiv_embed.text import clean_whitespace
 
@@ -39,7 +41,7 @@ _WITHDRAWN = re.compile(
 
 @dataclass(frozen=True)
 class PrepareParams:
-    input: str
+    source: SourceParams
     min_abstract_chars: int
     min_papers_per_subject: int
     max_papers_per_subject: int | None
@@ -134,9 +136,10 @@ def main() -> None:
     params = load_section(PrepareParams, "prepare")
     paths, meta = load_common()
     try:
-        lines = tqdm(iter_lines(params.input), desc="prepare: reading", unit=" lines", mininterval=2)
+        raw = iter_source_lines(params.source, paths.raw_dir)
+        lines = tqdm(raw, desc="prepare: reading", unit=" lines", mininterval=2)
         df, report = prepare(lines, params, seed=meta.seed)
-    except (OSError, PrepareError) as e:
+    except (OSError, ValueError, OaiError, PrepareError) as e:
         sys.exit(f"prepare: {e}")
     write_parquet(df, paths.prepared)
     write_json(Path(paths.metrics_dir) / "prepare.json", {f"prepare_{k}": v for k, v in report.items()})

@@ -145,6 +145,7 @@ class Paths:
     faiss_dir: str
     metrics_dir: str
     plots_dir: str
+    raw_dir: str = "data/raw"
 
 
 @dataclass(frozen=True)
