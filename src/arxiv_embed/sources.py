@@ -24,15 +24,42 @@ from arxiv_embed import oai
 _GZIP_MAGIC = b"\x1f\x8b"
 
 
+class _ReadUntilEof(io.RawIOBase):
+    """A raw reader over a file-like object that is not read again once it has returned EOF.
+
+    An HTTP stream logs a warning on every read past its end, and gzip reads past the end to look for
+    another member.
+    """
+
+    def __init__(self, f: Any):
+        self._f = f
+        self._eof = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self._eof:
+            return 0
+        data = self._f.read(len(buffer))
+        if not data:
+            self._eof = True
+            return 0
+        buffer[: len(data)] = data
+        return len(data)
+
+
 def iter_lines(uri: str) -> Iterator[bytes]:
     """Yield the raw lines (bytes, newline stripped) of a plain or gzip JSON Lines file at ``uri``."""
+    # Over http(s), read one streaming response: block reads need Range support, which not every server has.
+    options = {"block_size": 0} if uri.startswith(("http://", "https://")) else {}
     try:
-        opened = fsspec.open(uri, "rb")
+        opened = fsspec.open(uri, "rb", **options)
         raw = opened.open()
     except FileNotFoundError as e:
         raise FileNotFoundError(f"input not found: {uri}") from e
     with raw:
-        buffered = raw if hasattr(raw, "peek") else io.BufferedReader(raw)
+        buffered = raw if hasattr(raw, "peek") else io.BufferedReader(_ReadUntilEof(raw), 1 << 20)
         stream = gzip.GzipFile(fileobj=buffered) if buffered.peek(2)[:2] == _GZIP_MAGIC else buffered
         try:
             for line in stream:
