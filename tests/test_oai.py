@@ -200,6 +200,23 @@ def test_persistent_failure_gives_up_then_resumes(tmp_path: Path, reference: byt
         assert run_harvest(url, tmp_path).read_bytes() == reference  # the server is fine again
 
 
+def test_expired_token_restarts_the_set_without_duplicates(tmp_path: Path, reference: bytes) -> None:
+    expired = (200, {}, oai_error("badResumptionToken", "expired"))
+    script = Script(pages(), failures={"token=tok|4": [expired]})
+    with serve(script) as url:
+        assert run_harvest(url, tmp_path).read_bytes() == reference
+    steps = [q.get("set") or q["resumptionToken"] for q in script.requests]
+    assert steps == ["cs", "tok|2", "tok|4", "cs", "tok|2", "tok|4", "math", "q-bio"]
+
+
+def test_expired_token_that_keeps_expiring_fails(tmp_path: Path) -> None:
+    expired = (200, {}, oai_error("badResumptionToken", "expired"))
+    script = Script(pages(), failures={"token=tok|2": [expired] * (oai.MAX_SET_RESTARTS + 1)})
+    with serve(script) as url, pytest.raises(oai.OaiError, match="badResumptionToken") as e:
+        run_harvest(url, tmp_path)
+    assert e.value.code == "badResumptionToken"
+
+
 def test_http_error_that_is_not_transient_fails_at_once(tmp_path: Path) -> None:
     script = Script(pages(), failures={"set=cs": [(404, {}, b"not here")]})
     with serve(script) as url, pytest.raises(oai.OaiError, match="HTTP 404"):

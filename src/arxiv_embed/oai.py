@@ -39,11 +39,16 @@ _NS = {"oai": "http://www.openarchives.org/OAI/2.0/", "arxiv": "http://arxiv.org
 _TEXT_FIELDS = ("title", "comments", "journal-ref", "doi", "report-no", "categories", "license", "abstract")
 
 RECORDS_FILE = "records.jsonl"
+MAX_SET_RESTARTS = 3  # per run: restarts of a set whose resumption token expired
 STATE_FILE = "state.json"
 
 
 class OaiError(RuntimeError):
-    """The OAI-PMH server answered with an error, or kept failing after all retries."""
+    """The server answered with an OAI-PMH error (its ``code``), or kept failing after all retries."""
+
+    def __init__(self, message: str, code: str | None = None):
+        super().__init__(message)
+        self.code = code
 
 
 class TransientError(OaiError):
@@ -169,7 +174,7 @@ def parse_page(xml: bytes) -> Page:
         if codes == ["noRecordsMatch"]:
             return Page(rows=[], token=None, complete_list_size=0)
         details = "; ".join(f"{e.get('code')}: {(e.text or '').strip()}" for e in errors)
-        raise OaiError(f"OAI-PMH error: {details}")
+        raise OaiError(f"OAI-PMH error: {details}", code=codes[0])
     listing = root.find("oai:ListRecords", _NS)
     if listing is None:
         raise TransientError("OAI-PMH page has neither ListRecords nor error")
@@ -315,7 +320,9 @@ def _seen_ids(records: Path) -> set[str]:
 def harvest(query: Query, out_dir: str | Path, client: Client | None = None, progress: bool = True) -> Path:
     """Run or resume the harvest of ``query`` in ``out_dir``; return the path of the finished records file.
 
-    Records repeated across sets (or pages) are written once, in order of first appearance.
+    Records repeated across sets (or pages) are written once, in order of first appearance. A set whose
+    resumption token has expired (``badResumptionToken``, e.g. resuming long after a crash) is fetched again
+    from its start, skipping the records already written.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -327,12 +334,23 @@ def harvest(query: Query, out_dir: str | Path, client: Client | None = None, pro
         f.truncate(state["bytes"])
     seen = _seen_ids(records_path)
     bar = tqdm(desc="OAI-PMH harvest", unit="rec", initial=state["records"], disable=not progress)
+    restarts, counted = 0, set[str]()
     try:
         while not is_complete(state):
             set_spec = query.sets[state["set_index"]]
             bar.set_postfix_str(f"set={set_spec}")
-            page = client.fetch_page(list_records_url(query, set_spec, state["token"]))
-            if page.complete_list_size is not None and state["token"] is None:
+            try:
+                page = client.fetch_page(list_records_url(query, set_spec, state["token"]))
+            except OaiError as e:
+                if e.code != "badResumptionToken" or state["token"] is None or restarts >= MAX_SET_RESTARTS:
+                    raise
+                # Tokens expire: fetch the set again from its start; records already written are skipped.
+                restarts += 1
+                bar.write(f"OAI-PMH: resumption token expired, restarting set {set_spec}")
+                state = {**state, "token": None}
+                continue
+            if page.complete_list_size is not None and state["token"] is None and set_spec not in counted:
+                counted.add(set_spec)
                 bar.total = (bar.total or 0) + page.complete_list_size
             lines = []
             for row in page.rows:
