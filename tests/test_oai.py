@@ -181,6 +181,17 @@ def test_503_retry_after_and_malformed_page_are_retried(tmp_path: Path, referenc
     assert elapsed >= 1.0  # waited as Retry-After asked
 
 
+def test_body_cut_off_and_refused_connection_are_retried(tmp_path: Path, reference: bytes) -> None:
+    cut = (200, {"Content-Length": "100000"}, pages()["token=tok|2"][:200])
+    script = Script(pages(), failures={"token=tok|2": [cut]})
+    client = oai.Client(delay=0, policy=FAST)
+    with serve(script) as url:
+        assert run_harvest(url, tmp_path / "cut", client).read_bytes() == reference
+    assert client.retries == 1
+    with pytest.raises(oai.OaiError, match="giving up after 4 attempts: cannot read"):
+        run_harvest(url, tmp_path / "refused")  # the server is gone
+
+
 def test_polite_delay_between_requests(tmp_path: Path) -> None:
     with serve(Script(pages())) as url:
         start = time.monotonic()

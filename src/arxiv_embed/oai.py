@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import email.utils
 import hashlib
+import http.client
 import json
 import os
 import time
@@ -23,7 +24,6 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import xml.etree.ElementTree as ET
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -222,24 +222,16 @@ def http_get(url: str, timeout: float) -> bytes:
             wait = parse_retry_after(e.headers.get("Retry-After"))
             raise TransientError(f"HTTP {e.code} from {url}", retry_after=wait) from None
         raise OaiError(f"HTTP {e.code} {e.reason} from {url}") from None
-    except (urllib.error.URLError, TimeoutError, ConnectionError) as e:
-        raise TransientError(f"cannot reach {url}: {e}") from None
+    except (OSError, http.client.HTTPException) as e:  # refused, reset, timed out, cut off mid-body
+        raise TransientError(f"cannot read {url}: {e!r}") from None
 
 
 class Client:
     """Fetches and parses pages with retries, spacing consecutive requests by ``delay`` seconds."""
 
-    def __init__(
-        self,
-        delay: float = 3.0,
-        policy: RetryPolicy = RetryPolicy(),
-        get: Callable[[str, float], bytes] = http_get,
-        sleep: Callable[[float], None] = time.sleep,
-    ):
+    def __init__(self, delay: float = 3.0, policy: RetryPolicy = RetryPolicy()):
         self.delay = delay
         self.policy = policy
-        self._get = get
-        self._sleep = sleep
         self._last: float | None = None
         self.requests = 0
         self.retries = 0
@@ -248,19 +240,19 @@ class Client:
         if self._last is not None:
             remaining = self.delay - (time.monotonic() - self._last)
             if remaining > 0:
-                self._sleep(remaining)
+                time.sleep(remaining)
 
     def fetch_page(self, url: str) -> Page:
         for attempt in range(self.policy.attempts):
             self._wait_politely()
             self.requests += 1
             try:
-                return parse_page(self._get(url, self.policy.timeout))
+                return parse_page(http_get(url, self.policy.timeout))
             except TransientError as e:
                 if attempt + 1 == self.policy.attempts:
                     raise OaiError(f"giving up after {self.policy.attempts} attempts: {e}") from None
                 self.retries += 1
-                self._sleep(backoff_seconds(attempt, self.policy, e.retry_after))
+                time.sleep(backoff_seconds(attempt, self.policy, e.retry_after))
             finally:
                 self._last = time.monotonic()
         raise AssertionError("unreachable")
