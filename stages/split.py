@@ -66,7 +66,9 @@ def assign_splits(papers: pd.DataFrame, params: SplitParams, seed: int) -> pd.Se
 def split(papers: pd.DataFrame, params: SplitParams, seed: int) -> dict[str, pd.DataFrame]:
     assigned = assign_splits(papers, params, seed)
     return {
-        name: papers.loc[assigned[assigned == name].index].sort_values("id", kind="stable").reset_index(drop=True)
+        name: papers.loc[assigned[assigned == name].index]
+        .sort_values("id", kind="stable")
+        .reset_index(drop=True)
         for name in SPLITS
     }
 

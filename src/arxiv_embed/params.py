@@ -8,9 +8,9 @@ is how the small CPU profile shrinks the default GPU sizes. A missing or unknown
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 import types
 import typing
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -165,3 +165,22 @@ def load_common(params: dict[str, Any] | None = None) -> tuple[Paths, Meta]:
     """The ``paths`` and ``meta`` sections every stage reads."""
     params = read_params() if params is None else params
     return load_section(Paths, "paths", params), load_section(Meta, "meta", params)
+
+
+@dataclass(frozen=True)
+class IREvalParams:
+    """The ``ir_eval`` section: the retrieval protocol, shared by every stage that reports precision@k."""
+
+    n_queries: int
+    n_corpus: int
+    batch_size: int
+
+
+@dataclass(frozen=True)
+class LogregParams:
+    """The ``logreg`` section: the classification protocol, shared with the TF-IDF baseline."""
+
+    C: float
+    max_iter: int
+    max_train_papers: int | None
+    batch_size: int

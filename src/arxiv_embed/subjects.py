@@ -19,7 +19,20 @@ _GROUPS: dict[str, str] = {
 }
 # Archives without subject classes, current ("hep-th") and legacy ("astro-ph", "cond-mat", "q-bio" before
 # their subdivision): valid as they are.
-_PLAIN_ARCHIVES = "gr-qc hep-ex hep-lat hep-ph hep-th math-ph nucl-ex nucl-th quant-ph astro-ph cond-mat q-bio".split()
+_PLAIN_ARCHIVES = [
+    "gr-qc",
+    "hep-ex",
+    "hep-lat",
+    "hep-ph",
+    "hep-th",
+    "math-ph",
+    "nucl-ex",
+    "nucl-th",
+    "quant-ph",
+    "astro-ph",
+    "cond-mat",
+    "q-bio",
+]
 
 # arXiv's canonical names for subject classes that have two names (arxiv-base taxonomy "aliases").
 ALIASES: dict[str, str] = {

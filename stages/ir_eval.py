@@ -1,0 +1,63 @@
+"""IR eval: retrieval on the test split, untuned and fine-tuned model side by side.
+
+Reads   ``${paths.split_dir}/test.parquet``, ``${paths.model_dir}``, ``meta.base_model``.
+Params  ``ir_eval`` (protocol: queries, corpus, batch size), ``meta``.
+Writes  ``metrics/ir_eval.json`` (``untuned_precision@10``, ``finetuned_precision@10``, ..., ``finetuned_gain_precision@10``)
+        and the plot ``plots/ir_eval_per_subject.csv`` (precision@10 per query subject for both models).
+
+Protocol: ``n_queries + n_corpus`` papers drawn from the test split with ``meta.seed``; a query's relevant
+documents are the corpus papers of its primary subject.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from arxiv_embed.encode import encode_papers
+from arxiv_embed.io import read_split, write_csv, write_json
+from arxiv_embed.metrics import IRSample, cosine_scores, ir_per_query, ir_sample, per_subject
+from arxiv_embed.models import load_model
+from arxiv_embed.params import IREvalParams, load_common, load_section
+from arxiv_embed.text import TextMode
+
+
+def evaluate(model: object, sample: IRSample, mode: TextMode, batch_size: int, name: str) -> dict:
+    """Per-query metrics of one model on the sample."""
+    queries = encode_papers(model, sample.queries, mode, batch_size, f"{name} queries")
+    corpus = encode_papers(model, sample.corpus, mode, batch_size, f"{name} corpus")
+    return ir_per_query(cosine_scores(queries, corpus), sample.queries["subject"], sample.corpus["subject"])
+
+
+def summarise(per_query: dict[str, dict], sample: IRSample) -> tuple[dict[str, float], pd.DataFrame]:
+    """Flat metrics for ``dvc metrics`` and the per-subject precision@10 table."""
+    metrics: dict[str, float] = {"n_queries": len(sample.queries), "n_corpus": len(sample.corpus)}
+    for name, values in per_query.items():
+        metrics.update({f"{name}_{k}": float(v.mean()) for k, v in values.items()})
+    if {"untuned", "finetuned"} <= set(per_query):
+        for k in ("precision@10", "mrr@10", "ndcg@10", "map@100"):
+            metrics[f"finetuned_gain_{k}"] = metrics[f"finetuned_{k}"] - metrics[f"untuned_{k}"]
+    table = pd.DataFrame(
+        {name: per_subject(v["precision@10"], sample.queries["subject"]) for name, v in per_query.items()}
+    )
+    table["queries"] = sample.queries["subject"].value_counts().reindex(table.index)
+    return metrics, table.rename_axis("subject").reset_index()
+
+
+def main() -> None:
+    params = load_section(IREvalParams, "ir_eval")
+    paths, meta = load_common()
+    sample = ir_sample(read_split(paths.split_dir, "test"), params.n_queries, params.n_corpus, meta.seed)
+    per_query = {
+        name: evaluate(load_model(location), sample, meta.text_mode, params.batch_size, name)  # type: ignore[arg-type]
+        for name, location in (("untuned", meta.base_model), ("finetuned", paths.model_dir))
+    }
+    metrics, table = summarise(per_query, sample)
+    write_json(Path(paths.metrics_dir) / "ir_eval.json", metrics)
+    write_csv(table, Path(paths.plots_dir) / "ir_eval_per_subject.csv")
+    print({k: round(v, 4) for k, v in metrics.items() if "@10" in k})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,81 @@
+"""TF-IDF baseline: the same retrieval protocol as ``ir_eval`` and the same classification task as ``logreg``.
+
+Reads   ``${paths.split_dir}/{train,test}.parquet``.
+Params  ``tfidf_baseline`` (vectoriser), ``ir_eval`` (protocol sizes), ``logreg`` (classifier), ``meta``.
+Writes  ``metrics/tfidf_baseline.json``: ``tfidf_precision@10`` ... and ``tfidf_accuracy``, ``tfidf_macro_f1``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
+
+from arxiv_embed.io import read_split, write_json
+from arxiv_embed.metrics import classification_metrics, ir_metrics, ir_sample, stratified_sample
+from arxiv_embed.params import IREvalParams, LogregParams, load_common, load_section
+from arxiv_embed.text import TextMode, paper_text
+
+
+@dataclass(frozen=True)
+class TfidfParams:
+    max_features: int
+    ngram_max: int
+    min_df: int
+    sublinear_tf: bool
+
+
+def texts(df: pd.DataFrame, mode: TextMode) -> list[str]:
+    return [paper_text(t, a, mode) for t, a in zip(df["title"], df["abstract"], strict=True)]
+
+
+def fit_vectorizer(corpus: list[str], params: TfidfParams) -> TfidfVectorizer:
+    vectorizer = TfidfVectorizer(
+        max_features=params.max_features,
+        ngram_range=(1, params.ngram_max),
+        min_df=params.min_df,
+        sublinear_tf=params.sublinear_tf,
+        strip_accents="unicode",
+        dtype="float32",
+    )
+    return vectorizer.fit(corpus)
+
+
+def tfidf_baseline(
+    train: pd.DataFrame,
+    test: pd.DataFrame,
+    params: TfidfParams,
+    ir: IREvalParams,
+    clf: LogregParams,
+    mode: TextMode,
+    seed: int,
+) -> dict[str, float]:
+    clf_train = stratified_sample(train, clf.max_train_papers, seed)
+    vectorizer = fit_vectorizer(texts(clf_train, mode), params)
+    sample = ir_sample(test, ir.n_queries, ir.n_corpus, seed)
+    scores = (
+        vectorizer.transform(texts(sample.queries, mode)) @ vectorizer.transform(texts(sample.corpus, mode)).T
+    )
+    results = ir_metrics(scores.toarray(), sample.queries["subject"], sample.corpus["subject"])
+    model = LogisticRegression(C=clf.C, max_iter=clf.max_iter, random_state=seed)
+    model.fit(vectorizer.transform(texts(clf_train, mode)), clf_train["subject"])
+    predicted = model.predict(vectorizer.transform(texts(test, mode)))
+    results.update(classification_metrics(list(test["subject"]), list(predicted)))
+    return results
+
+
+def main() -> None:
+    params = load_section(TfidfParams, "tfidf_baseline")
+    ir, clf = load_section(IREvalParams, "ir_eval"), load_section(LogregParams, "logreg")
+    paths, meta = load_common()
+    train, test = read_split(paths.split_dir, "train"), read_split(paths.split_dir, "test")
+    results = tfidf_baseline(train, test, params, ir, clf, meta.text_mode, meta.seed)  # type: ignore[arg-type]
+    write_json(Path(paths.metrics_dir) / "tfidf_baseline.json", {f"tfidf_{k}": v for k, v in results.items()})
+    print({k: round(v, 4) for k, v in results.items()})
+
+
+if __name__ == "__main__":
+    main()

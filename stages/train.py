@@ -1,0 +1,245 @@
+"""Train: fine-tune a Sentence Transformer on same-subject pairs of arXiv papers.
+
+Reads   ``${paths.pairs_dir}/{mnrl,contrastive}.parquet``, ``${paths.split_dir}/{train,val}.parquet``.
+Params  ``train`` section, ``meta`` (base model, text mode, seed), ``ir_eval.batch_size``.
+Writes  ``${paths.model_dir}`` (the fine-tuned model), ``metrics/train.json`` (validation retrieval before and
+        after training, throughput) and the dvclive log ``metrics/train/`` (metrics.json, plots).
+
+The recipe: model -> datasets -> loss -> evaluator (run once before training for the baseline) -> arguments ->
+trainer -> save. Weights & Biases logs when ``train.wandb.mode`` is ``offline`` or ``online``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import pandas as pd
+
+from arxiv_embed.io import read_parquet, read_split, write_json
+from arxiv_embed.metrics import ir_sample
+from arxiv_embed.models import load_model
+from arxiv_embed.params import IREvalParams, Meta, Paths, load_common, load_section
+from arxiv_embed.text import TextMode, paper_text
+
+Loss = Literal["mnrl", "cached_mnrl", "contrastive"]
+
+
+@dataclass(frozen=True)
+class WandbParams:
+    mode: Literal["disabled", "offline", "online"] = "disabled"
+    project: str = "arxiv-embed"
+    entity: str | None = None
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    loss: Loss
+    max_pairs: int | None  # use the first n pairs of the pairs file (null: all)
+    max_seq_length: int
+    batch_size: int
+    mini_batch_size: int  # cached_mnrl: forward chunk size (memory), independent of batch_size
+    learning_rate: float
+    epochs: float
+    max_steps: int  # > 0 overrides epochs
+    warmup_ratio: float
+    weight_decay: float
+    precision: Literal["fp32", "fp16", "bf16"]
+    batch_sampler: Literal["no_duplicates", "batch_sampler"]
+    contrastive_margin: float
+    eval_queries: int
+    eval_corpus: int
+    eval_steps: int
+    logging_steps: int
+    dataloader_workers: int
+    wandb: WandbParams = field(default_factory=WandbParams)
+
+
+def join_text(ids: pd.Series, texts: pd.Series) -> list[str]:
+    """The texts of ``ids`` (``texts`` indexed by paper id)."""
+    missing = ~ids.isin(texts.index)
+    if missing.any():
+        raise ValueError(
+            f"train: {int(missing.sum())} pair ids are not in the train split, e.g. {ids[missing].iloc[0]}"
+        )
+    return texts.loc[ids].tolist()
+
+
+def paper_texts(papers: pd.DataFrame, mode: TextMode) -> pd.Series:
+    return pd.Series(
+        [paper_text(t, a, mode) for t, a in zip(papers["title"], papers["abstract"], strict=True)],
+        index=papers["id"],
+    )
+
+
+def training_columns(pairs: pd.DataFrame, texts: pd.Series, loss: Loss) -> dict[str, list[Any]]:
+    """Columns in the order the loss reads them: (anchor, positive[, negative]) or (sentence1, sentence2, label)."""
+    if loss == "contrastive":
+        return {
+            "sentence1": join_text(pairs["id1"], texts),
+            "sentence2": join_text(pairs["id2"], texts),
+            "label": pairs["label"].astype(float).tolist(),
+        }
+    columns = {
+        "anchor": join_text(pairs["anchor_id"], texts),
+        "positive": join_text(pairs["positive_id"], texts),
+    }
+    if "negative_id" in pairs:
+        columns["negative"] = join_text(pairs["negative_id"], texts)
+    return columns
+
+
+def build_loss(model: Any, params: TrainParams) -> Any:
+    from sentence_transformers import losses
+
+    if params.loss == "mnrl":
+        return losses.MultipleNegativesRankingLoss(model)
+    if params.loss == "cached_mnrl":
+        return losses.CachedMultipleNegativesRankingLoss(model, mini_batch_size=params.mini_batch_size)
+    if params.loss == "contrastive":
+        return losses.ContrastiveLoss(model, margin=params.contrastive_margin)
+    raise ValueError(f"train: unknown loss {params.loss!r}")
+
+
+def build_evaluator(
+    val: pd.DataFrame, params: TrainParams, mode: TextMode, seed: int, batch_size: int
+) -> Any:
+    """Retrieval on the validation split with the protocol of ``ir_eval``, at a smaller size."""
+    from sentence_transformers.evaluation import InformationRetrievalEvaluator
+
+    sample = ir_sample(val, params.eval_queries, params.eval_corpus, seed)
+    corpus_by_subject = sample.corpus.groupby("subject")["id"].agg(set)
+    return InformationRetrievalEvaluator(
+        queries=dict(zip(sample.queries["id"], paper_texts(sample.queries, mode), strict=True)),
+        corpus=dict(zip(sample.corpus["id"], paper_texts(sample.corpus, mode), strict=True)),
+        relevant_docs={
+            q: corpus_by_subject[s]
+            for q, s in zip(sample.queries["id"], sample.queries["subject"], strict=True)
+        },
+        name="val",
+        accuracy_at_k=[1, 5, 10],
+        precision_recall_at_k=[1, 5, 10],
+        mrr_at_k=[10],
+        ndcg_at_k=[10],
+        map_at_k=[100],
+        batch_size=batch_size,
+        show_progress_bar=False,
+    )
+
+
+def training_arguments(params: TrainParams, output_dir: str, seed: int, use_cuda: bool) -> Any:
+    from sentence_transformers import SentenceTransformerTrainingArguments
+    from sentence_transformers.training_args import BatchSamplers
+
+    report_to = ["wandb"] if params.wandb.mode != "disabled" else "none"
+    return SentenceTransformerTrainingArguments(
+        output_dir=output_dir,
+        num_train_epochs=params.epochs,
+        max_steps=params.max_steps,
+        per_device_train_batch_size=params.batch_size,
+        per_device_eval_batch_size=params.batch_size,
+        learning_rate=params.learning_rate,
+        warmup_ratio=params.warmup_ratio,
+        weight_decay=params.weight_decay,
+        fp16=use_cuda and params.precision == "fp16",
+        bf16=use_cuda and params.precision == "bf16",
+        batch_sampler=BatchSamplers(params.batch_sampler),
+        eval_strategy="steps" if params.eval_steps > 0 else "no",
+        eval_steps=params.eval_steps if params.eval_steps > 0 else None,
+        logging_steps=params.logging_steps,
+        save_strategy="no",
+        seed=seed,
+        data_seed=seed,
+        dataloader_num_workers=params.dataloader_workers,
+        report_to=report_to,
+        run_name="train",
+    )
+
+
+def configure_wandb(wandb: WandbParams) -> None:
+    """W&B reads its settings from the environment; never needs the network unless mode is online."""
+    if wandb.mode == "disabled":
+        return
+    os.environ.setdefault("WANDB_MODE", wandb.mode)
+    os.environ.setdefault("WANDB_PROJECT", wandb.project)
+    if wandb.entity:
+        os.environ.setdefault("WANDB_ENTITY", wandb.entity)
+
+
+def train(params: TrainParams, ir: IREvalParams, paths: Paths, meta: Meta) -> dict[str, float]:
+    import torch
+    from datasets import Dataset
+    from dvclive import Live
+    from sentence_transformers import SentenceTransformerTrainer
+    from transformers import set_seed
+    from transformers.integrations import DVCLiveCallback
+
+    set_seed(meta.seed)
+    mode: TextMode = meta.text_mode  # type: ignore[assignment]
+    use_cuda = torch.cuda.is_available()
+    # 1. Model
+    model = load_model(meta.base_model, max_seq_length=params.max_seq_length)
+    # 2. Dataset
+    pairs_file = "contrastive.parquet" if params.loss == "contrastive" else "mnrl.parquet"
+    pairs = read_parquet(Path(paths.pairs_dir) / pairs_file)
+    if params.max_pairs is not None:
+        pairs = pairs.iloc[: params.max_pairs]
+    texts = paper_texts(read_split(paths.split_dir, "train"), mode)
+    train_dataset = Dataset.from_dict(training_columns(pairs, texts, params.loss))
+    # 3. Loss
+    loss = build_loss(model, params)
+    # 4. Evaluator, run once before training for the baseline
+    evaluator = build_evaluator(read_split(paths.split_dir, "val"), params, mode, meta.seed, ir.batch_size)
+    before = evaluator(model)
+    # 5. Arguments and 6. trainer
+    configure_wandb(params.wandb)
+    live_dir = Path(paths.metrics_dir) / "train"
+    shutil.rmtree(live_dir, ignore_errors=True)
+    with tempfile.TemporaryDirectory(prefix="train-") as output_dir:
+        live = Live(dir=str(live_dir), dvcyaml=None, save_dvc_exp=False, report=None)
+        trainer = SentenceTransformerTrainer(
+            model=model,
+            args=training_arguments(params, output_dir, meta.seed, use_cuda),
+            train_dataset=train_dataset,
+            loss=loss,
+            evaluator=evaluator,
+            callbacks=[DVCLiveCallback(live=live)],
+        )
+        start = time.perf_counter()
+        result = trainer.train()
+        seconds = time.perf_counter() - start
+        after = evaluator(model)
+        live.end()
+    # 7. Save to the declared out
+    model.save(paths.model_dir)
+    examples = result.global_step * params.batch_size
+    metrics = {f"untuned_{k}": v for k, v in before.items()}
+    metrics.update({f"finetuned_{k}": v for k, v in after.items()})
+    metrics.update(
+        {
+            "train_loss": result.training_loss,
+            "train_steps": result.global_step,
+            "train_pairs": examples,
+            "train_seconds": seconds,
+            "train_pairs_per_second": examples / seconds,
+        }
+    )
+    return metrics
+
+
+def main() -> None:
+    params = load_section(TrainParams, "train")
+    ir = load_section(IREvalParams, "ir_eval")
+    paths, meta = load_common()
+    metrics = train(params, ir, paths, meta)
+    write_json(Path(paths.metrics_dir) / "train.json", {f"train_{k}": v for k, v in metrics.items()})
+    print({k: round(v, 4) for k, v in metrics.items() if "precision@10" in k or "per_second" in k})
+
+
+if __name__ == "__main__":
+    main()
