@@ -26,7 +26,7 @@ def broken_copy(tmp_path: Path):
 
 
 @pytest.fixture(scope="session")
-def gcs_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def gcs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """gcp-storage-emulator on a free loopback port for the whole session; yields its endpoint URL."""
     port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
@@ -52,12 +52,12 @@ def gcs_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture
-def gcs_env(gcs_emulator: str, monkeypatch: pytest.MonkeyPatch) -> str:
+def gcs_env(gcs_server: str, monkeypatch: pytest.MonkeyPatch) -> str:
     """Point gcsfs and dvc-gs at the emulator (in this process and in subprocesses); returns the endpoint."""
-    monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_emulator)
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_server)
     monkeypatch.setenv("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
     monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
-    return gcs_emulator
+    return gcs_server
 
 
 @pytest.fixture
