@@ -213,6 +213,17 @@ def _remote_fingerprint(url: str) -> str:
     return f"{info.get('size')}-{tag}"
 
 
+def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (an empty mapping stays as a leaf)."""
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict) and value:
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 def data_version(
     name: str, stages: dict[str, StageSpec], params: dict[str, Any], _memo: dict[str, str] | None = None
 ) -> str:
@@ -223,7 +234,7 @@ def data_version(
     if name not in stages:
         raise StorageError(f"dvc.yaml has no stage '{name}'")
     spec = stages[name]
-    values = {k: param_value(params, k) for k in spec.params if k not in LOCATION_PARAMS}
+    values = _flatten({k: param_value(params, k) for k in spec.params if k not in LOCATION_PARAMS})
     # A source named by a param (e.g. the raw snapshot's path) counts by its content, not by its location.
     named = {_norm(v): k for k, v in values.items() if isinstance(v, str)}
     upstream: dict[str, str] = {}

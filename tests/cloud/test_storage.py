@@ -32,7 +32,7 @@ PARAMS = {
         "gcs_bucket": "set-by-test",
         "gcs_prefix": "snaps",
     },
-    "first": {"n": 3, "input": "raw.txt"},
+    "first": {"n": 3, "source": {"uri": "raw.txt"}},
     "second": {"k": 2},
     "profiles": {"small": {"first": {"n": 4}}, "big": {}},
 }
@@ -41,8 +41,8 @@ PIPELINE = {
     "stages": {
         "first": {
             "cmd": "python first.py",
-            "deps": ["${first.input}", "first.py"],
-            "params": ["first.n", "first.input", "meta.seed", "meta.gcs_bucket"],
+            "deps": ["${first.source.uri}", "first.py"],
+            "params": ["first", "meta.seed", "meta.gcs_bucket"],
             "outs": ["${paths.a_dir}"],
             "metrics": [{"${paths.metrics_dir}/first.json": {"cache": False}}],
         },
@@ -69,7 +69,7 @@ def test_parse_pipeline_collects_deps_outs_metrics_and_params():
         name="first",
         deps=("raw.txt", "first.py"),
         outs=("data/a", "metrics/first.json"),
-        params=("first.n", "first.input", "meta.seed", "meta.gcs_bucket"),
+        params=("first", "meta.seed", "meta.gcs_bucket"),
     )
     assert stages["second"].deps == ("data/a/numbers.txt", "second.py")
     assert stages["second"].params == ("second.k",)
@@ -121,7 +121,7 @@ def test_data_version_follows_what_produced_the_outputs(tmp_path, monkeypatch):
     # Source content counts; its location does not.
     Path("moved").mkdir()
     Path("moved/raw.txt").write_text("1 2 3\n")
-    assert versions(with_changes(first={"input": "moved/raw.txt"})) == base
+    assert versions(with_changes(first={"source": {"uri": "moved/raw.txt"}})) == base
     Path("raw.txt").write_text("1 2 4\n")
     changed = versions(PARAMS)
     assert changed["first"] != base["first"] and changed["second"] != base["second"]
