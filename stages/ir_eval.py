@@ -20,6 +20,7 @@ from arxiv_embed.io import read_split, write_csv, write_json
 from arxiv_embed.metrics import IRSample, cosine_scores, ir_per_query, ir_sample, per_subject
 from arxiv_embed.models import load_model
 from arxiv_embed.params import IREvalParams, load_common, load_section
+from arxiv_embed.storage import stage_storage
 from arxiv_embed.text import TextMode
 
 
@@ -45,6 +46,7 @@ def summarise(per_query: dict[str, dict], sample: IRSample) -> tuple[dict[str, f
     return metrics, table.rename_axis("subject").reset_index()
 
 
+@stage_storage("ir_eval")
 def main() -> None:
     params = load_section(IREvalParams, "ir_eval")
     paths, meta = load_common()

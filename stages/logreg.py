@@ -24,6 +24,7 @@ from arxiv_embed.io import read_split, write_csv, write_json
 from arxiv_embed.metrics import classification_metrics, stratified_sample
 from arxiv_embed.models import load_model
 from arxiv_embed.params import LogregParams, load_common, load_section
+from arxiv_embed.storage import stage_storage
 from arxiv_embed.text import TextMode
 
 
@@ -46,6 +47,7 @@ def save_classifier(model: LogisticRegression, out_dir: str | Path) -> None:
     (out / "classes.json").write_text(json.dumps([str(c) for c in model.classes_]) + "\n", encoding="utf-8")
 
 
+@stage_storage("logreg")
 def main() -> None:
     params = load_section(LogregParams, "logreg")
     paths, meta = load_common()

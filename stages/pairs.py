@@ -22,6 +22,7 @@ import pandas as pd
 
 from arxiv_embed.io import read_split, write_json, write_parquet
 from arxiv_embed.params import load_common, load_section
+from arxiv_embed.storage import stage_storage
 from arxiv_embed.subjects import archive
 
 
@@ -126,6 +127,7 @@ def make_pairs(train: pd.DataFrame, params: PairsParams, seed: int) -> tuple[pd.
     return mnrl, contrastive
 
 
+@stage_storage("pairs")
 def main() -> None:
     params = load_section(PairsParams, "pairs")
     paths, meta = load_common()

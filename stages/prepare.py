@@ -27,6 +27,7 @@ from arxiv_embed.io import write_json, write_parquet
 from arxiv_embed.oai import OaiError
 from arxiv_embed.params import load_common, load_section
 from arxiv_embed.sources import SourceParams, iter_source_lines
+from arxiv_embed.storage import stage_storage
 from arxiv_embed.subjects import parse_categories
 from arxiv_embed.text import clean_whitespace
 
@@ -132,6 +133,7 @@ def prepare(lines: Iterable[bytes | str], params: PrepareParams, seed: int) -> t
     return df, report
 
 
+@stage_storage("prepare")
 def main() -> None:
     params = load_section(PrepareParams, "prepare")
     paths, meta = load_common()

@@ -19,6 +19,7 @@ import pandas as pd
 
 from arxiv_embed.io import SPLITS, read_parquet, write_json, write_parquet
 from arxiv_embed.params import load_common, load_section
+from arxiv_embed.storage import stage_storage
 from arxiv_embed.text import clean_whitespace
 
 
@@ -79,6 +80,7 @@ def split_report(splits: dict[str, pd.DataFrame]) -> dict[str, int]:
     return report
 
 
+@stage_storage("split")
 def main() -> None:
     params = load_section(SplitParams, "split")
     paths, meta = load_common()

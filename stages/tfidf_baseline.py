@@ -17,6 +17,7 @@ from sklearn.linear_model import LogisticRegression
 from arxiv_embed.io import read_split, write_json
 from arxiv_embed.metrics import classification_metrics, ir_metrics, ir_sample, stratified_sample
 from arxiv_embed.params import IREvalParams, LogregParams, load_common, load_section
+from arxiv_embed.storage import stage_storage
 from arxiv_embed.text import TextMode, paper_text
 
 
@@ -67,6 +68,7 @@ def tfidf_baseline(
     return results
 
 
+@stage_storage("tfidf_baseline")
 def main() -> None:
     params = load_section(TfidfParams, "tfidf_baseline")
     ir, clf = load_section(IREvalParams, "ir_eval"), load_section(LogregParams, "logreg")

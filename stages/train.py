@@ -25,6 +25,7 @@ from arxiv_embed.io import read_parquet, read_split, write_json
 from arxiv_embed.metrics import ir_sample
 from arxiv_embed.models import load_model
 from arxiv_embed.params import IREvalParams, Meta, Paths, load_common, load_section
+from arxiv_embed.storage import stage_storage
 from arxiv_embed.text import TextMode, paper_text
 
 Loss = Literal["mnrl", "cached_mnrl", "contrastive"]
@@ -232,6 +233,7 @@ def train(params: TrainParams, ir: IREvalParams, paths: Paths, meta: Meta) -> di
     return metrics
 
 
+@stage_storage("train")
 def main() -> None:
     params = load_section(TrainParams, "train")
     ir = load_section(IREvalParams, "ir_eval")
