@@ -49,12 +49,21 @@ class _ReadUntilEof(io.RawIOBase):
         return len(data)
 
 
+def _open_options(uri: str) -> dict[str, Any]:
+    """fsspec options: over http(s), one streaming response (block reads need Range support, which not every
+    server has) and no limit on its total time (aiohttp's default is 5 minutes), only on each read."""
+    if not uri.startswith(("http://", "https://")):
+        return {}
+    import aiohttp  # installed with fsspec's http support
+
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=300)
+    return {"block_size": 0, "client_kwargs": {"timeout": timeout}}
+
+
 def iter_lines(uri: str) -> Iterator[bytes]:
     """Yield the raw lines (bytes, newline stripped) of a plain or gzip JSON Lines file at ``uri``."""
-    # Over http(s), read one streaming response: block reads need Range support, which not every server has.
-    options = {"block_size": 0} if uri.startswith(("http://", "https://")) else {}
     try:
-        opened = fsspec.open(uri, "rb", **options)
+        opened = fsspec.open(uri, "rb", **_open_options(uri))
         raw = opened.open()
     except FileNotFoundError as e:
         raise FileNotFoundError(f"input not found: {uri}") from e
