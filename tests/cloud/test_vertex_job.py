@@ -44,6 +44,7 @@ def test_vertex_job_is_a_gpu_job_running_the_train_image_with_gcs():
     overrides = [args[i + 1] for i, a in enumerate(args) if a == "-S"]
     assert "meta.use_gcs=true" in overrides
     assert "meta.gcs_bucket=bkt" in overrides
+    assert "prepare.source.uri=gs://bkt/raw/arxiv-sample.jsonl.gz" in overrides  # the image has no raw data
     assert job.job_spec.scheduling.timeout.total_seconds() == 4 * 3600
 
 
