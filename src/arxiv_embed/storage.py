@@ -202,7 +202,10 @@ def fingerprint(path: str) -> str:
 def _remote_fingerprint(url: str) -> str:
     import fsspec
 
-    fs, path = fsspec.core.url_to_fs(url)
+    if url.startswith("gs://"):
+        fs, path = gcs_filesystem(), url.removeprefix("gs://")
+    else:
+        fs, path = fsspec.core.url_to_fs(url)
     try:
         info = fs.info(path)
     except FileNotFoundError as e:
@@ -260,8 +263,8 @@ def data_version(
 # The bucket
 
 
-def open_bucket(bucket: str, timeout: float = 60.0) -> Any:
-    """A gcsfs filesystem that can reach ``bucket``, or a StorageError that says why not."""
+def gcs_filesystem(timeout: float = 60.0) -> Any:
+    """A gcsfs filesystem with Application Default Credentials (anonymous on an emulator), or a StorageError."""
     # The plain filesystem, whatever GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT said when gcsfs was imported: the
     # experimental one probes the bucket layout over gRPC, which an emulator cannot answer (60 s per call).
     from gcsfs.core import GCSFileSystem
@@ -281,9 +284,7 @@ def open_bucket(bucket: str, timeout: float = 60.0) -> Any:
                 f"`gcloud auth application-default login`, or run on GCP with a service account ({e})"
             ) from e
         token = "google_default"
-    if not bucket:
-        raise StorageError("meta.gcs_bucket is empty")
-    fs = GCSFileSystem(
+    return GCSFileSystem(
         token=token,
         endpoint_url=emulator or None,
         requests_timeout=timeout,
@@ -291,6 +292,13 @@ def open_bucket(bucket: str, timeout: float = 60.0) -> Any:
         cache_timeout=0,
         skip_instance_cache=True,
     )
+
+
+def open_bucket(bucket: str, timeout: float = 60.0) -> Any:
+    """A gcsfs filesystem that can reach ``bucket``, or a StorageError that says why not."""
+    if not bucket:
+        raise StorageError("meta.gcs_bucket is empty")
+    fs = gcs_filesystem(timeout)
     try:
         fs.ls(bucket, detail=False)
     except FileNotFoundError as e:

@@ -248,3 +248,15 @@ def test_missing_credentials_are_a_clear_error(tmp_path, monkeypatch):
     with pytest.raises(SystemExit, match=r"first: no Google Cloud credentials: set GOOGLE_APPLICATION_CRED"):
         first_main()
     assert CALLS == [] and time.monotonic() - start < 30
+
+
+def test_a_source_in_the_bucket_has_the_version_of_its_local_copy(tmp_path, monkeypatch, gcs_env, bucket):
+    monkeypatch.chdir(tmp_path)
+    write_sources(tmp_path)
+    fs = GCSFileSystem(token="anon", endpoint_url=gcs_env, skip_instance_cache=True)
+    fs.pipe_file(f"{bucket}/raw/raw.txt", Path("raw.txt").read_bytes())
+    local = versions(PARAMS)
+    remote = versions(with_changes(first={"source": {"uri": f"gs://{bucket}/raw/raw.txt"}}))
+    assert remote == local
+    fs.pipe_file(f"{bucket}/raw/raw.txt", b"9 9 9\n")
+    assert versions(with_changes(first={"source": {"uri": f"gs://{bucket}/raw/raw.txt"}})) != local
