@@ -428,3 +428,36 @@ def stage_storage(
         return run
 
     return decorate
+
+
+def status(snapshots: Snapshots) -> list[tuple[str, str, bool]]:
+    """``(stage, data version, snapshot present)`` for every stage of the pipeline."""
+    return [
+        (name, snapshots.version(name), snapshots.manifest(name) is not None) for name in snapshots.stages
+    ]
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m arxiv_embed.storage``: the data version of each stage and whether its snapshot exists."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m arxiv_embed.storage", description=main.__doc__)
+    parser.add_argument("--params", default=str(DEFAULT_PARAMS))
+    parser.add_argument("--pipeline", default=str(DEFAULT_PIPELINE))
+    args = parser.parse_args(argv)
+    params = read_params(args.params)
+    meta = load_section(Meta, "meta", params)
+    try:
+        snapshots = open_snapshots(params, meta, args.pipeline)
+        rows = status(snapshots)
+    except StorageError as e:
+        raise SystemExit(f"storage: {e}") from e
+    width = max(len(name) for name, _, _ in rows)
+    for name, version, present in rows:
+        print(
+            f"{name:<{width}}  {version}  {'present' if present else 'missing'}  gs://{snapshots.root}/{name}"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -260,3 +260,17 @@ def test_a_source_in_the_bucket_has_the_version_of_its_local_copy(tmp_path, monk
     assert remote == local
     fs.pipe_file(f"{bucket}/raw/raw.txt", b"9 9 9\n")
     assert versions(with_changes(first={"source": {"uri": f"gs://{bucket}/raw/raw.txt"}})) != local
+
+
+def test_status_cli_lists_versions_and_present_snapshots(tmp_path, monkeypatch, capsys, gcs_env, bucket):
+    from arxiv_embed.storage import main
+
+    monkeypatch.chdir(make_workspace(tmp_path / "w", bucket))
+    first_main()
+    capsys.readouterr()
+    main([])
+    current = versions(yaml.safe_load(Path("params.yaml").read_text()))
+    assert capsys.readouterr().out.splitlines() == [
+        f"first   {current['first']}  present  gs://{bucket}/snaps/first",
+        f"second  {current['second']}  missing  gs://{bucket}/snaps/second",
+    ]
