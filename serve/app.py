@@ -12,14 +12,17 @@ import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
-from arxiv_embed.onnx import OnnxEncoder
 from fastapi import Depends, FastAPI, Request
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from arxiv_embed import __version__
+from arxiv_embed.onnx import OnnxEncoder
+from arxiv_embed.pooling import l2_normalize
 from serve.batching import Batcher, Overloaded
 from serve.errors import ApiError, install_error_handlers
 from serve.metrics import Metrics
@@ -47,6 +50,7 @@ from serve.schemas import (
     OpenAIUsage,
     SearchRequest,
     SearchResponse,
+    publish_limits,
 )
 from serve.settings import Settings, get_settings
 
@@ -76,11 +80,6 @@ def _errors(*codes: int) -> dict[int | str, dict[str, object]]:
 
 
 _COMMON = (401, 413, 422, 429, 503)
-
-
-def l2_normalize(vectors: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return vectors / np.maximum(norms, 1e-12)
 
 
 def _runtime(request: Request) -> Runtime:
@@ -228,14 +227,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         body: OpenAIEmbeddingRequest, rt: Runtime = runtime
     ) -> OpenAIEmbeddingResponse:
         """OpenAI-compatible embeddings (always L2-normalised, truncated to the model's max tokens)."""
-        if body.dimensions is not None and body.dimensions != rt.encoder.dimension:
+        if body.dimensions is not None and body.dimensions > rt.encoder.dimension:
             raise ApiError(
-                422,
-                "invalid_request",
-                f"dimensions: this model only returns {rt.encoder.dimension} dimensions",
+                422, "invalid_request", f"dimensions: at most {rt.encoder.dimension} for this model"
             )
         texts = [body.input] if isinstance(body.input, str) else body.input
         vectors, tokens = await _embed(rt, texts)
+        if body.dimensions is not None:  # OpenAI's shortening: the first n dimensions, re-normalised
+            vectors = vectors[:, : body.dimensions]
         vectors = l2_normalize(vectors).astype("<f4", copy=False)
         if body.encoding_format == "base64":
             data = [
@@ -274,6 +273,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         """Prometheus metrics: requests, latency, texts per request, inference batch sizes, queue."""
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
+            runtime = app.state.runtime
+            dimension = runtime.encoder.dimension if runtime else None
+            app.openapi_schema = publish_limits(schema, settings.max_items, settings.max_chars, dimension)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app
 
 

@@ -46,6 +46,7 @@ class Batcher:
         self._on_batch = on_batch
         self._queue: asyncio.Queue[_Job] = asyncio.Queue()
         self._carry: _Job | None = None
+        self._inflight: list[_Job] = []
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
         self._task: asyncio.Task[None] | None = None
 
@@ -58,11 +59,12 @@ class Batcher:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="batcher")
 
     async def stop(self) -> None:
+        """Stop the worker; requests in inference or still queued get an error."""
+        jobs = [*self._inflight, *([self._carry] if self._carry else [])]
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        jobs = [self._carry] if self._carry else []
         while not self._queue.empty():
             jobs.append(self._queue.get_nowait())
         for job in jobs:
@@ -113,6 +115,7 @@ class Batcher:
             texts = [text for job in jobs for text in job.texts]
             if self._on_batch is not None:
                 self._on_batch(len(texts))
+            self._inflight = jobs
             try:
                 vectors, tokens = await loop.run_in_executor(self._executor, self._encode, texts)
             except Exception as e:  # the model failed: every request of the batch gets the error
@@ -120,6 +123,8 @@ class Batcher:
                     if not job.future.done():
                         job.future.set_exception(e)
                 continue
+            finally:
+                self._inflight = []
             start = 0
             for job in jobs:
                 end = start + len(job.texts)

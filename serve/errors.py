@@ -70,6 +70,8 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400:  # FastAPI's "error parsing the body": bytes that are not JSON (or not UTF-8)
+        return error_response(422, "invalid_request", f"the body is not valid JSON: {exc.detail}")
     kind = _HTTP_TYPES.get(exc.status_code, "http_error")
     return error_response(exc.status_code, kind, str(exc.detail), getattr(exc, "headers", None))
 

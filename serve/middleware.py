@@ -15,7 +15,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from serve.errors import error_body
 from serve.metrics import Metrics
 
-OPEN_PATHS = frozenset({"/health", "/metrics"})  # probes and scrapers need no key
+# Probes, scrapers and the API description need no key.
+OPEN_PATHS = frozenset({"/health", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
 
 
 async def _send_error(send: Send, status: int, error_type: str, message: str) -> None:

@@ -6,7 +6,7 @@ which answer 413; the fixed ones (k, top_n, non-empty lists) are in the schemas 
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -62,7 +62,7 @@ class OpenAIEmbeddingRequest(BaseModel):
     input: Text | Texts
     model: str | None = None
     encoding_format: Literal["float", "base64"] = "float"
-    dimensions: int | None = Field(None, ge=1)
+    dimensions: int | None = Field(None, ge=1, description="keep the first n dimensions, re-normalised")
     user: str | None = None
 
 
@@ -116,3 +116,36 @@ class ClassifyResponse(BaseModel):
     subject: str = Field(description="the most probable primary subject")
     probability: float
     top: list[SubjectProbability]
+
+
+def publish_limits(
+    openapi: dict[str, Any], max_items: int, max_chars: int, dimension: int | None
+) -> dict[str, Any]:
+    """Write the configured limits into the OpenAPI schema (the endpoints enforce them: 413, 422)."""
+
+    def limit(node: dict[str, Any]) -> None:
+        if node.get("type") == "string":
+            node["maxLength"] = max_chars
+        elif node.get("type") == "array":
+            node["maxItems"] = max_items
+            limit(node["items"])
+        for option in node.get("anyOf", []):
+            limit(option)
+
+    components = openapi.get("components", {}).get("schemas", {})
+    for model, fields in _LIMITED_FIELDS.items():
+        for name in fields:
+            limit(components[model]["properties"][name])
+    if dimension is not None:
+        for option in components["OpenAIEmbeddingRequest"]["properties"]["dimensions"]["anyOf"]:
+            if option.get("type") == "integer":
+                option["maximum"] = dimension
+    return openapi
+
+
+_LIMITED_FIELDS = {
+    "EmbedRequest": ["input"],
+    "OpenAIEmbeddingRequest": ["input"],
+    "SearchRequest": ["text"],
+    "ClassifyRequest": ["text"],
+}
