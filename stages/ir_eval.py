@@ -52,7 +52,13 @@ def main() -> None:
     paths, meta = load_common()
     sample = ir_sample(read_split(paths.split_dir, "test"), params.n_queries, params.n_corpus, meta.seed)
     per_query = {
-        name: evaluate(load_model(location), sample, meta.text_mode, params.batch_size, name)  # type: ignore[arg-type]
+        name: evaluate(
+            load_model(location, max_seq_length=meta.max_seq_length),
+            sample,
+            meta.text_mode,
+            params.batch_size,
+            name,
+        )  # type: ignore[arg-type]
         for name, location in (("untuned", meta.base_model), ("finetuned", paths.model_dir))
     }
     metrics, table = summarise(per_query, sample)

@@ -53,10 +53,10 @@ def main() -> None:
     paths, meta = load_common()
     mode: TextMode = meta.text_mode  # type: ignore[assignment]
     train = stratified_sample(read_split(paths.split_dir, "train"), params.max_train_papers, meta.seed)
-    test = read_split(paths.split_dir, "test")
+    test = stratified_sample(read_split(paths.split_dir, "test"), params.max_test_papers, meta.seed)
     metrics: dict[str, float] = {"train_papers": len(train), "test_papers": len(test)}
     for name, location in (("untuned", meta.base_model), ("finetuned", paths.model_dir)):
-        model = load_model(location)
+        model = load_model(location, max_seq_length=meta.max_seq_length)
         x_train = encode_papers(model, train, mode, params.batch_size, f"{name} train")
         x_test = encode_papers(model, test, mode, params.batch_size, f"{name} test")
         classifier = fit_classifier(x_train, train["subject"], params, meta.seed)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
@@ -40,7 +41,7 @@ def fit_vectorizer(corpus: list[str], params: TfidfParams) -> TfidfVectorizer:
         min_df=params.min_df,
         sublinear_tf=params.sublinear_tf,
         strip_accents="unicode",
-        dtype="float32",
+        dtype=np.float32,
     )
     return vectorizer.fit(corpus)
 
@@ -63,8 +64,9 @@ def tfidf_baseline(
     results = ir_metrics(scores.toarray(), sample.queries["subject"], sample.corpus["subject"])
     model = LogisticRegression(C=clf.C, max_iter=clf.max_iter, random_state=seed)
     model.fit(vectorizer.transform(texts(clf_train, mode)), clf_train["subject"])
-    predicted = model.predict(vectorizer.transform(texts(test, mode)))
-    results.update(classification_metrics(list(test["subject"]), list(predicted)))
+    clf_test = stratified_sample(test, clf.max_test_papers, seed)
+    predicted = model.predict(vectorizer.transform(texts(clf_test, mode)))
+    results.update(classification_metrics(list(clf_test["subject"]), list(predicted)))
     return results
 
 

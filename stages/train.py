@@ -3,7 +3,7 @@
 Reads   ``${paths.pairs_dir}/{mnrl,contrastive}.parquet``, ``${paths.split_dir}/{train,val}.parquet``.
 Params  ``train`` section, ``meta`` (base model, text mode, seed), ``ir_eval.batch_size``.
 Writes  ``${paths.model_dir}`` (the fine-tuned model), ``metrics/train.json`` (validation retrieval before and
-        after training, throughput) and the dvclive log ``metrics/train/`` (metrics.json, plots).
+        after training, throughput) and the dvclive log ``metrics/train_log/`` (metrics.json, plots).
 
 The recipe: model -> datasets -> loss -> evaluator (run once before training for the baseline) -> arguments ->
 trainer -> save. Weights & Biases logs when ``train.wandb.mode`` is ``offline`` or ``online``.
@@ -22,13 +22,14 @@ from typing import Any, Literal
 import pandas as pd
 
 from arxiv_embed.io import read_parquet, read_split, write_json
+from arxiv_embed.losses import SubjectAwareMNRLoss
 from arxiv_embed.metrics import ir_sample
 from arxiv_embed.models import load_model
 from arxiv_embed.params import IREvalParams, Meta, Paths, load_common, load_section
 from arxiv_embed.storage import stage_storage
 from arxiv_embed.text import TextMode, paper_text
 
-Loss = Literal["mnrl", "cached_mnrl", "contrastive"]
+Loss = Literal["subject_mnrl", "mnrl", "cached_mnrl", "contrastive"]
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,10 @@ def paper_texts(papers: pd.DataFrame, mode: TextMode) -> pd.Series:
 
 
 def training_columns(pairs: pd.DataFrame, texts: pd.Series, loss: Loss) -> dict[str, list[Any]]:
-    """Columns in the order the loss reads them: (anchor, positive[, negative]) or (sentence1, sentence2, label)."""
+    """Columns in the order the loss reads them: (anchor, positive[, negative][, label]) or (sentence1, sentence2, label).
+
+    For ``subject_mnrl`` the label is the subject's index in the sorted subject list.
+    """
     if loss == "contrastive":
         return {
             "sentence1": join_text(pairs["id1"], texts),
@@ -92,12 +96,16 @@ def training_columns(pairs: pd.DataFrame, texts: pd.Series, loss: Loss) -> dict[
     }
     if "negative_id" in pairs:
         columns["negative"] = join_text(pairs["negative_id"], texts)
+    if loss == "subject_mnrl":
+        columns["label"] = pd.Categorical(pairs["subject"]).codes.astype(int).tolist()
     return columns
 
 
 def build_loss(model: Any, params: TrainParams) -> Any:
     from sentence_transformers import losses
 
+    if params.loss == "subject_mnrl":
+        return SubjectAwareMNRLoss(model)
     if params.loss == "mnrl":
         return losses.MultipleNegativesRankingLoss(model)
     if params.loss == "cached_mnrl":
@@ -172,64 +180,85 @@ def configure_wandb(wandb: WandbParams) -> None:
         os.environ.setdefault("WANDB_ENTITY", wandb.entity)
 
 
-def train(params: TrainParams, ir: IREvalParams, paths: Paths, meta: Meta) -> dict[str, float]:
+def fine_tune(
+    params: TrainParams,
+    meta: Meta,
+    train_papers: pd.DataFrame,
+    pairs: pd.DataFrame,
+    val_papers: pd.DataFrame,
+    eval_batch_size: int,
+    callbacks: list[Any] | None = None,
+) -> tuple[Any, dict[str, float]]:
+    """The recipe, on tables in memory: returns the fine-tuned model and its metrics."""
     import torch
     from datasets import Dataset
-    from dvclive import Live
     from sentence_transformers import SentenceTransformerTrainer
     from transformers import set_seed
-    from transformers.integrations import DVCLiveCallback
 
     set_seed(meta.seed)
     mode: TextMode = meta.text_mode  # type: ignore[assignment]
-    use_cuda = torch.cuda.is_available()
     # 1. Model
     model = load_model(meta.base_model, max_seq_length=params.max_seq_length)
     # 2. Dataset
-    pairs_file = "contrastive.parquet" if params.loss == "contrastive" else "mnrl.parquet"
-    pairs = read_parquet(Path(paths.pairs_dir) / pairs_file)
     if params.max_pairs is not None:
         pairs = pairs.iloc[: params.max_pairs]
-    texts = paper_texts(read_split(paths.split_dir, "train"), mode)
-    train_dataset = Dataset.from_dict(training_columns(pairs, texts, params.loss))
+    train_dataset = Dataset.from_dict(training_columns(pairs, paper_texts(train_papers, mode), params.loss))
     # 3. Loss
     loss = build_loss(model, params)
     # 4. Evaluator, run once before training for the baseline
-    evaluator = build_evaluator(read_split(paths.split_dir, "val"), params, mode, meta.seed, ir.batch_size)
+    evaluator = build_evaluator(val_papers, params, mode, meta.seed, eval_batch_size)
     before = evaluator(model)
     # 5. Arguments and 6. trainer
     configure_wandb(params.wandb)
-    live_dir = Path(paths.metrics_dir) / "train"
-    shutil.rmtree(live_dir, ignore_errors=True)
     with tempfile.TemporaryDirectory(prefix="train-") as output_dir:
-        live = Live(dir=str(live_dir), dvcyaml=None, save_dvc_exp=False, report=None)
         trainer = SentenceTransformerTrainer(
             model=model,
-            args=training_arguments(params, output_dir, meta.seed, use_cuda),
+            args=training_arguments(params, output_dir, meta.seed, torch.cuda.is_available()),
             train_dataset=train_dataset,
             loss=loss,
             evaluator=evaluator,
-            callbacks=[DVCLiveCallback(live=live)],
+            callbacks=callbacks,
         )
         start = time.perf_counter()
         result = trainer.train()
         seconds = time.perf_counter() - start
-        after = evaluator(model)
-        live.end()
-    # 7. Save to the declared out
-    model.save(paths.model_dir)
+    after = evaluator(model)
     examples = result.global_step * params.batch_size
     metrics = {f"untuned_{k}": v for k, v in before.items()}
     metrics.update({f"finetuned_{k}": v for k, v in after.items()})
     metrics.update(
         {
-            "train_loss": result.training_loss,
-            "train_steps": result.global_step,
-            "train_pairs": examples,
-            "train_seconds": seconds,
-            "train_pairs_per_second": examples / seconds,
+            "loss": result.training_loss,
+            "steps": result.global_step,
+            "pairs": examples,
+            "seconds": seconds,
+            "pairs_per_second": examples / seconds,
         }
     )
+    return model, metrics
+
+
+def train(params: TrainParams, ir: IREvalParams, paths: Paths, meta: Meta) -> dict[str, float]:
+    """Read the pairs and splits, fine-tune with a dvclive log, save the model to ``paths.model_dir``."""
+    from dvclive import Live
+    from transformers.integrations import DVCLiveCallback
+
+    pairs_file = "contrastive.parquet" if params.loss == "contrastive" else "mnrl.parquet"
+    live_dir = Path(paths.metrics_dir) / "train_log"
+    shutil.rmtree(live_dir, ignore_errors=True)
+    live = Live(dir=str(live_dir), dvcyaml=None, save_dvc_exp=False, report=None)
+    model, metrics = fine_tune(
+        params,
+        meta,
+        train_papers=read_split(paths.split_dir, "train"),
+        pairs=read_parquet(Path(paths.pairs_dir) / pairs_file),
+        val_papers=read_split(paths.split_dir, "val"),
+        eval_batch_size=ir.batch_size,
+        callbacks=[DVCLiveCallback(live=live)],
+    )
+    live.end()
+    # 7. Save to the declared out
+    model.save(paths.model_dir)
     return metrics
 
 

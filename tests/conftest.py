@@ -80,7 +80,7 @@ TINY_OVERRIDES = {
     },
     "tfidf_baseline": {"max_features": 500, "min_df": 1},
     "ir_eval": {"n_queries": 12, "n_corpus": 30, "batch_size": 16},
-    "logreg": {"max_train_papers": 60, "max_iter": 200, "batch_size": 16},
+    "logreg": {"max_train_papers": 60, "max_test_papers": None, "max_iter": 200, "batch_size": 16},
 }
 
 

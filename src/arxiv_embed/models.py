@@ -136,6 +136,7 @@ def load_model(
         model = SentenceTransformer(location, device=device)
     except OSError as e:
         raise UnknownModelError(f"cannot load model {name!r} from {location!r}: {e}") from e
+    model.float()  # weights may be stored in half precision; train and evaluate from fp32
     if max_seq_length is not None:
         model.max_seq_length = max_seq_length
     return model

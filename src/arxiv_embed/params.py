@@ -156,6 +156,9 @@ class Meta:
     seed: int
     base_model: str
     text_mode: str
+    max_seq_length: int = (
+        256  # tokens per text when encoding for evaluation, the classifier, ONNX and the index
+    )
     use_gcs: bool = False
     gcs_bucket: str = ""
     gcs_prefix: str = ""
@@ -183,4 +186,5 @@ class LogregParams:
     C: float
     max_iter: int
     max_train_papers: int | None
+    max_test_papers: int | None
     batch_size: int
