@@ -1,0 +1,138 @@
+"""FAISS build: a search index of the prepared papers, embedded with the exported ONNX model.
+
+Reads   ``${paths.prepared}``, ``${paths.onnx_dir}`` (``faiss_build.model_file``: int8 or fp32).
+Params  ``faiss_build`` (index type and its settings), ``meta``.
+Writes  ``${paths.faiss_dir}/index.faiss`` (inner product over L2-normalised vectors = cosine) and
+        ``${paths.faiss_dir}/meta.parquet`` (row i of the index -> ``id``, ``title``, ``subject``);
+        ``metrics/faiss_build.json``: vectors, encode rate, build time, search latency and, for the approximate
+        ``ivf`` and ``hnsw`` indexes, ``recall@10`` against exact search on held-out queries.
+
+Held-out queries are the titles of ``n_recall_queries`` papers drawn with ``meta.seed``: texts that are not
+in the index as such (it holds title + abstract), like the short queries the API's ``/search`` gets.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import faiss
+import numpy as np
+import pandas as pd
+
+from arxiv_embed.io import read_parquet, write_json, write_parquet
+from arxiv_embed.metrics import stratified_sample
+from arxiv_embed.onnx import OnnxEncoder
+from arxiv_embed.params import load_common, load_section
+from arxiv_embed.storage import stage_storage
+from arxiv_embed.text import TextMode, paper_text
+
+INDEX_FILE = "index.faiss"
+META_FILE = "meta.parquet"
+K = 10
+
+
+@dataclass(frozen=True)
+class FaissBuildParams:
+    model_file: str
+    index: Literal["flat", "ivf", "hnsw"]
+    max_papers: int | None
+    batch_size: int
+    threads: int | None
+    ivf_nlist: int
+    ivf_nprobe: int
+    hnsw_m: int
+    hnsw_ef_construction: int
+    hnsw_ef_search: int
+    n_recall_queries: int
+
+
+def build_index(vectors: np.ndarray, params: FaissBuildParams) -> faiss.Index:
+    """An inner-product index of ``vectors`` (n x dim float32) of the type ``params.index`` names."""
+    n, dim = vectors.shape
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    index: Any
+    if params.index == "flat":
+        index = faiss.IndexFlatIP(dim)
+    elif params.index == "ivf":
+        if n < params.ivf_nlist:
+            raise ValueError(f"ivf index: {n} vectors cannot train {params.ivf_nlist} clusters (ivf_nlist)")
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, params.ivf_nlist, faiss.METRIC_INNER_PRODUCT)
+        index.train(vectors)
+        index.nprobe = params.ivf_nprobe
+    elif params.index == "hnsw":
+        index = faiss.IndexHNSWFlat(dim, params.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = params.hnsw_ef_construction
+        index.hnsw.efSearch = params.hnsw_ef_search
+    else:
+        raise ValueError(f"unknown index type {params.index!r}; expected flat, ivf or hnsw")
+    index.add(vectors)
+    return index
+
+
+def recall_at_k(found: np.ndarray, exact: np.ndarray, k: int = K) -> float:
+    """Mean share of each query's exact top-k that the approximate top-k also returns."""
+    hits = [len(set(f[:k]) & set(e[:k])) / min(k, len(e)) for f, e in zip(found, exact, strict=True)]
+    return float(np.mean(hits))
+
+
+def paper_meta(papers: pd.DataFrame) -> pd.DataFrame:
+    """The row -> paper table stored beside the index."""
+    return papers[["id", "title", "subject"]].reset_index(drop=True)
+
+
+def search_metrics(index: faiss.Index, vectors: np.ndarray, queries: np.ndarray) -> dict[str, float]:
+    """Search latency of the index and, when it is approximate, its recall@10 against exact search."""
+    start = time.perf_counter()
+    _, found = index.search(queries, K)
+    metrics = {"search_ms_per_query": 1000 * (time.perf_counter() - start) / len(queries)}
+    if not isinstance(index, faiss.IndexFlat):
+        exact = faiss.IndexFlatIP(vectors.shape[1])
+        exact.add(vectors)
+        _, truth = exact.search(queries, K)
+        metrics[f"recall@{K}"] = recall_at_k(found, truth)
+    return metrics
+
+
+@stage_storage("faiss_build")
+def main() -> None:
+    params = load_section(FaissBuildParams, "faiss_build")
+    paths, meta = load_common()
+    mode: TextMode = meta.text_mode  # type: ignore[assignment]
+    if params.threads is not None:
+        faiss.omp_set_num_threads(params.threads)
+    encoder = OnnxEncoder(paths.onnx_dir, params.model_file, threads=params.threads)
+    papers = stratified_sample(read_parquet(paths.prepared), params.max_papers, meta.seed)
+
+    start = time.perf_counter()
+    texts = [paper_text(t, a, mode) for t, a in zip(papers["title"], papers["abstract"], strict=True)]
+    vectors = encoder.encode(texts, batch_size=params.batch_size)
+    encode_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    index = build_index(vectors, params)
+    build_seconds = time.perf_counter() - start
+
+    held_out = papers.sample(n=min(params.n_recall_queries, len(papers)), random_state=meta.seed)
+    queries = encoder.encode(held_out["title"].tolist(), batch_size=params.batch_size)
+    out = Path(paths.faiss_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    faiss.write_index(index, str(out / INDEX_FILE))
+    write_parquet(paper_meta(papers), out / META_FILE)
+    metrics = {
+        "n_vectors": index.ntotal,
+        "dimension": index.d,
+        "encode_seconds": encode_seconds,
+        "encode_texts_per_second": len(texts) / encode_seconds,
+        "build_seconds": build_seconds,
+        "index_size_mb": (out / INDEX_FILE).stat().st_size / 2**20,
+        "n_recall_queries": len(queries),
+        **search_metrics(index, vectors, queries),
+    }
+    write_json(Path(paths.metrics_dir) / "faiss_build.json", metrics)
+    print({k: round(float(v), 4) for k, v in metrics.items()})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,130 @@
+"""Stage faiss_build: index types, recall, and main() on a tiny project with the bundled MiniLM as ONNX."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import faiss
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from conftest import run_stages
+
+from arxiv_embed.onnx import OnnxEncoder
+from stages.faiss_build import FaissBuildParams, build_index, paper_meta, recall_at_k, search_metrics
+
+pytest_plugins = ["onnx_fixtures"]
+
+PARAMS = FaissBuildParams(
+    model_file="model_int8.onnx",
+    index="flat",
+    max_papers=None,
+    batch_size=16,
+    threads=None,
+    ivf_nlist=8,
+    ivf_nprobe=8,
+    hnsw_m=16,
+    hnsw_ef_construction=64,
+    hnsw_ef_search=64,
+    n_recall_queries=20,
+)
+
+
+def unit_vectors(n: int, dim: int = 16, seed: int = 0) -> np.ndarray:
+    x = np.random.default_rng(seed).standard_normal((n, dim)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def test_recall_at_k() -> None:
+    exact = np.array([[1, 2, 3, 4], [5, 6, 7, 8]])
+    found = np.array([[4, 3, 2, 1], [5, 6, 0, 9]])
+    assert recall_at_k(found, exact, k=4) == pytest.approx((1.0 + 0.5) / 2)
+    assert recall_at_k(found, exact, k=1) == pytest.approx(0.5)
+
+
+def test_flat_index_is_exact_inner_product() -> None:
+    vectors = np.array([[1.0, 0.0], [0.6, 0.8], [0.0, 1.0]], dtype=np.float32)
+    index = build_index(vectors, PARAMS)
+    scores, ids = index.search(np.array([[0.0, 1.0]], dtype=np.float32), 3)
+    np.testing.assert_array_equal(ids, [[2, 1, 0]])
+    np.testing.assert_allclose(scores, [[1.0, 0.8, 0.0]], atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["ivf", "hnsw"])
+def test_approximate_indexes_recall_and_keep_search_settings(kind: str, tmp_path: Path) -> None:
+    vectors = unit_vectors(2000)
+    params = dataclasses.replace(PARAMS, index=kind)
+    index = build_index(vectors, params)
+    assert index.ntotal == 2000
+    metrics = search_metrics(index, vectors, unit_vectors(50, seed=1))
+    # All 8 clusters probed / a wide beam: (near) exact.
+    assert metrics["recall@10"] >= 0.95
+    faiss.write_index(index, str(tmp_path / "index.faiss"))
+    loaded = faiss.read_index(str(tmp_path / "index.faiss"))
+    if kind == "ivf":
+        assert faiss.extract_index_ivf(loaded).nprobe == 8
+    else:
+        assert faiss.downcast_index(loaded).hnsw.efSearch == 64
+
+
+def test_ivf_with_one_probe_misses_neighbours() -> None:
+    vectors = unit_vectors(2000)
+    index = build_index(vectors, dataclasses.replace(PARAMS, index="ivf", ivf_nlist=32, ivf_nprobe=1))
+    recall = search_metrics(index, vectors, unit_vectors(50, seed=1))["recall@10"]
+    assert 0.1 < recall < 0.9
+
+
+def test_flat_index_reports_no_recall() -> None:
+    vectors = unit_vectors(100)
+    assert "recall@10" not in search_metrics(build_index(vectors, PARAMS), vectors, vectors[:5])
+
+
+def test_ivf_needs_enough_vectors() -> None:
+    with pytest.raises(ValueError, match="cannot train 8 clusters"):
+        build_index(unit_vectors(5), dataclasses.replace(PARAMS, index="ivf"))
+
+
+def test_paper_meta_keeps_row_order() -> None:
+    papers = pd.DataFrame(
+        {"id": ["b", "a"], "title": ["T2", "T1"], "abstract": ["x", "y"], "subject": ["cs.LG", "hep-th"]}
+    )
+    assert paper_meta(papers).to_dict("list") == {
+        "id": ["b", "a"],
+        "title": ["T2", "T1"],
+        "subject": ["cs.LG", "hep-th"],
+    }
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["flat", "hnsw"])
+def test_main_builds_index_and_metadata(kind: str, tiny_project: Path, onnx_minilm_dir: Path) -> None:
+    run_stages("prepare")
+    params = yaml.safe_load(Path("params.yaml").read_text())
+    params["faiss_build"].update(index=kind, batch_size=16, n_recall_queries=20, hnsw_m=16)
+    Path("params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    onnx_dir = Path(params["paths"]["onnx_dir"])
+    onnx_dir.parent.mkdir(parents=True, exist_ok=True)
+    onnx_dir.symlink_to(onnx_minilm_dir, target_is_directory=True)
+
+    run_stages("faiss_build")
+
+    out = Path(params["paths"]["faiss_dir"])
+    index = faiss.read_index(str(out / "index.faiss"))
+    meta = pd.read_parquet(out / "meta.parquet")
+    papers = pd.read_parquet(params["paths"]["prepared"])
+    assert index.ntotal == len(meta) == len(papers)
+    assert list(meta.columns) == ["id", "title", "subject"]
+    # Row i of the index is the paper of row i of meta.parquet: its own text finds it first.
+    row = 7
+    text = f"{meta.title[row]}. {papers.set_index('id').abstract[meta.id[row]]}"
+    query = OnnxEncoder(onnx_minilm_dir, "model_int8.onnx").encode([text])
+    _, ids = index.search(query, 1)
+    assert ids[0, 0] == row
+    metrics = json.loads((Path(params["paths"]["metrics_dir"]) / "faiss_build.json").read_text())
+    assert metrics["n_vectors"] == len(papers)
+    assert metrics["dimension"] == 384
+    assert metrics["encode_texts_per_second"] > 0
+    assert ("recall@10" in metrics) == (kind != "flat")
