@@ -211,6 +211,11 @@ def test_source_params_from_yaml_mapping() -> None:
     cfg = load_section(SourceParams, "source", params["prepare"])
     assert cfg.kind == "oai"
     assert cfg.oai == OaiSourceParams(["cs", "physics:hep-th"], "2024-01-01", None, "http://h/oai", 3)
+    params["prepare"]["source"]["oai"]["until_date"] = datetime.date(2024, 3, 31)  # unquoted in YAML
+    cfg = load_section(SourceParams, "source", params["prepare"])
+    assert sources.harvest_dir(cfg.oai, "w") == sources.harvest_dir(
+        OaiSourceParams(["cs", "physics:hep-th"], "2024-01-01", "2024-03-31", "http://h/oai", 3), "w"
+    )
     params["prepare"]["source"]["oai"]["set"] = "cs"
     with pytest.raises(ParamsError, match=r"unknown key\(s\) in 'source.oai': set"):
         load_section(SourceParams, "source", params["prepare"])

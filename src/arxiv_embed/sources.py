@@ -85,8 +85,8 @@ class OaiSourceParams:
     """``prepare.source.oai``: what to harvest from arXiv's OAI-PMH interface."""
 
     sets: list[str] = field(default_factory=lambda: ["cs"])
-    from_date: str | None = None
-    until_date: str | None = None
+    from_date: str | datetime.date | None = None  # YAML reads an unquoted 2024-01-01 as a date
+    until_date: str | datetime.date | None = None
     base_url: str = oai.DEFAULT_BASE_URL
     delay: float = 3.0
 
@@ -168,8 +168,14 @@ def harvest_dir(cfg: OaiSourceParams, work_dir: str | Path) -> Path:
 
 
 def _oai_query(cfg: OaiSourceParams) -> oai.Query:
+    def day(value: str | datetime.date | None) -> str | None:
+        return value.isoformat()[:10] if isinstance(value, datetime.date) else value
+
     return oai.Query(
-        base_url=cfg.base_url, sets=tuple(cfg.sets), from_date=cfg.from_date, until_date=cfg.until_date
+        base_url=cfg.base_url,
+        sets=tuple(cfg.sets),
+        from_date=day(cfg.from_date),
+        until_date=day(cfg.until_date),
     )
 
 
@@ -184,7 +190,7 @@ def iter_source_lines(cfg: SourceParams, work_dir: str | Path, progress: bool = 
         if "://" not in cfg.uri and not Path(cfg.uri).exists():
             raise FileNotFoundError(
                 f"input not found: {cfg.uri} (offline: point prepare.source.uri at a local snapshot; "
-                "online: harvest arXiv with -S prepare.source.kind=oai, see docs/data-sources.md)"
+                "online: harvest arXiv, dvc exp run -S prepare.source.kind=oai; see docs/data-sources.md)"
             )
         return iter_lines(cfg.uri)
     if cfg.kind == "oai":
