@@ -137,6 +137,23 @@ def test_oai_source_harvests_once_per_query(tmp_path: Path) -> None:
     )
 
 
+def test_oai_lines_are_papers_for_prepare(tmp_path: Path) -> None:
+    from stages.prepare import parse_record
+
+    with serve(Script(oai_pages())) as url:
+        cfg = SourceParams(kind="oai", oai=OaiSourceParams(sets=["cs", "math"], base_url=url, delay=0))
+        parsed = [parse_record(line, 10) for line in iter_source_lines(cfg, tmp_path, progress=False)]
+    assert [reason for _, reason in parsed] == [None, None, None]
+    assert parsed[2][0] == {
+        "id": "2401.00003",
+        "title": "Third",
+        "abstract": "Abstract of 2401.00003, on two lines.",
+        "subject": "math.AG",
+        "subjects": ["math.AG"],
+        "update_date": "2024-01-10",
+    }
+
+
 # --- Hugging Face datasets ----------------------------------------------------------------------------------
 
 
