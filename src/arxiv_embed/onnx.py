@@ -11,6 +11,7 @@ Only numpy, onnxruntime and tokenizers are imported here at module level: the se
 from __future__ import annotations
 
 import json
+import tempfile
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -116,18 +117,33 @@ def export_onnx(model_dir: str | Path, out_dir: str | Path, max_seq_length: int)
 def quantize_int8(fp32_path: str | Path, int8_path: str | Path) -> Path:
     """Dynamic int8 quantization of an exported model: int8 weights per channel, uint8 activations.
 
-    Per-tensor weights drop the cosine to the fp32 vectors to about 0.92; per channel keeps it above 0.99.
+    The graph is first fused by ONNX Runtime's transformer optimizer (attention, skip + layer norm, bias +
+    GELU, embeddings + layer norm), so attention is quantized as one ``QAttention`` op. Per-tensor weights
+    would drop the cosine to the fp32 vectors to about 0.92; per channel keeps it above 0.99 on abstracts.
     """
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.transformers.optimizer import optimize_model
 
-    quantize_dynamic(
-        Path(fp32_path),
-        Path(int8_path),
-        per_channel=True,
-        weight_type=QuantType.QInt8,
-        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+    fp32_path = Path(fp32_path)
+    config = load_config(fp32_path.parent) if (fp32_path.parent / CONFIG_FILE).is_file() else {}
+    fused = optimize_model(
+        str(fp32_path),
+        model_type="bert",
+        num_heads=int(config.get("num_heads", 0)),  # 0: detected from the graph
+        hidden_size=int(config.get("dimension", 0)),
+        opt_level=1,
     )
+    with tempfile.TemporaryDirectory() as tmp:
+        fused_path = Path(tmp) / "fused.onnx"
+        fused.save_model_to_file(str(fused_path))
+        quantize_dynamic(
+            fused_path,
+            Path(int8_path),
+            per_channel=True,
+            weight_type=QuantType.QInt8,
+            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+        )
     return Path(int8_path)
 
 
