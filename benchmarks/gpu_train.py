@@ -91,6 +91,7 @@ def main() -> None:
     parser.add_argument("--base-model", help="folder or hub id (default: meta.base_model)")
     parser.add_argument("--configs", default="anchor,project")
     parser.add_argument("--logreg-train", type=int, default=20_000, help="train papers for the classifier")
+    parser.add_argument("--max-pairs", type=int, help="cap the pairs of every configuration (a quick check)")
     parser.add_argument("--save-model", help="save the project model here (fp16 safetensors)")
     parser.add_argument("--out", default="gpu_train.json")
     parser.add_argument("--tiny", action="store_true", help="a few steps on a CPU: checks the script runs")
@@ -146,6 +147,8 @@ def main() -> None:
             papers, pp, tp = train, pairs_params, train_params
         else:
             raise SystemExit(f"unknown config {name!r}")
+        if args.max_pairs:
+            tp = dataclasses.replace(tp, max_pairs=args.max_pairs)
         pairs, _ = make_pairs(papers, dataclasses.replace(pp, n_contrastive=2), meta.seed)
         model, train_metrics = fine_tune(tp, meta, papers, pairs, val, ir.batch_size)
         row = {
