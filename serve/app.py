@@ -9,7 +9,7 @@ import asyncio
 import base64
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -82,7 +82,7 @@ def _errors(*codes: int) -> dict[int | str, dict[str, object]]:
 _COMMON = (401, 413, 422, 429, 503)
 
 
-def _runtime(request: Request) -> Runtime:
+async def _runtime(request: Request) -> Runtime:  # async: FastAPI would run a def in a thread
     runtime: Runtime | None = getattr(request.app.state, "runtime", None)
     if runtime is None:
         raise ApiError(503, "not_ready", "the model is not loaded yet")
@@ -103,9 +103,10 @@ async def _embed(rt: Runtime, texts: list[str], truncate: bool = True) -> tuple[
             raise ApiError(
                 413, "text_too_long", f"text {i} has {len(text)} characters; at most {limits.max_chars}"
             )
+    tokens = rt.encoder.count_tokens(texts)
+    max_tokens = rt.encoder.max_seq_length
     if not truncate:
-        max_tokens = rt.encoder.max_seq_length
-        for i, count in enumerate(rt.encoder.count_tokens(texts)):
+        for i, count in enumerate(tokens):
             if count > max_tokens:
                 rt.metrics.rejected.labels("too_many_tokens").inc()
                 raise ApiError(
@@ -116,16 +117,15 @@ async def _embed(rt: Runtime, texts: list[str], truncate: bool = True) -> tuple[
                 )
     rt.metrics.inputs.observe(len(texts))
     try:
-        return await rt.batcher.submit(texts)
+        return await rt.batcher.submit(texts, [min(t, max_tokens) for t in tokens]), tokens
     except Overloaded as e:
         rt.metrics.rejected.labels("overloaded").inc()
         raise ApiError(429, "overloaded", str(e)) from e
 
 
-def _encode_fn(encoder: OnnxEncoder, batch_size: int):
-    def encode(texts: list[str]) -> tuple[np.ndarray, list[int]]:
-        vectors = encoder.encode(texts, batch_size=batch_size, normalize=False, truncate=True)
-        return vectors, encoder.count_tokens(texts)
+def _encode_fn(encoder: OnnxEncoder) -> Callable[[list[str]], np.ndarray]:
+    def encode(texts: list[str]) -> np.ndarray:  # one model call: the batcher sized the batch
+        return encoder.encode(texts, batch_size=len(texts), normalize=False, truncate=True)
 
     return encode
 
@@ -153,10 +153,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         encoder, loaded = await asyncio.to_thread(_load, settings, metrics)
         batcher = Batcher(
-            _encode_fn(encoder, settings.max_batch_size),
+            _encode_fn(encoder),
             settings.max_batch_size,
             settings.max_wait_ms / 1000,
             settings.max_queue,
+            workers=settings.inference_workers,
+            max_batch_tokens=settings.max_batch_tokens,
             on_batch=metrics.batch_size.observe,
         )
         metrics.queued.set_function(lambda: batcher.queued)

@@ -30,9 +30,11 @@ class Settings(BaseSettings):
 
     # Dynamic batching: concurrent requests share one inference call.
     max_batch_size: int = Field(64, ge=1, description="texts per inference call")
+    max_batch_tokens: int = Field(256, ge=1, description="padded tokens per inference call (texts x longest)")
     max_wait_ms: float = Field(0.0, ge=0, description="extra wait to fill a batch; 0 = take what is queued")
-    max_queue: int = Field(256, ge=1, description="requests waiting for inference before 429")
-    threads: int | None = Field(None, ge=1, description="onnxruntime intra-op threads (None = all cores)")
+    max_queue: int = Field(1024, ge=1, description="texts waiting for inference before 429")
+    inference_workers: int = Field(2, ge=1, description="inference calls that run side by side")
+    threads: int | None = Field(1, ge=1, description="onnxruntime threads per call (None: one per core)")
 
     api_key: SecretStr | None = None
     host: str = "0.0.0.0"  # a container listens on all interfaces

@@ -1,0 +1,200 @@
+"""Dynamic batching with a fake model: which texts go into which inference call."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Coroutine
+from typing import Any
+
+import numpy as np
+import pytest
+
+from serve.batching import Batcher, Overloaded, plan_chunks
+
+
+class FakeModel:
+    """Embeds the text "7" as [7.0]; records every batch; can hold the first call until released."""
+
+    def __init__(self, hold_first: bool = False) -> None:
+        self.batches: list[list[str]] = []
+        self.gate = threading.Event()
+        self.entered = threading.Event()
+        if not hold_first:
+            self.gate.set()
+        self.fail_next = False
+
+    def __call__(self, texts: list[str]) -> np.ndarray:
+        self.batches.append(list(texts))
+        self.entered.set()
+        self.gate.wait(timeout=10)
+        if self.fail_next:
+            self.fail_next = False
+            raise RuntimeError("model failed")
+        return np.array([[float(t)] for t in texts], dtype=np.float32)
+
+
+async def until(event: threading.Event) -> None:
+    await asyncio.to_thread(event.wait, 10)
+
+
+def run(coro: Coroutine[Any, Any, None]) -> None:
+    asyncio.run(asyncio.wait_for(coro, timeout=30))
+
+
+def ones(n: int) -> list[int]:
+    return [1] * n
+
+
+def test_plan_chunks_longest_first_within_the_padded_budget() -> None:
+    # padded size = texts x longest: 100+90 -> 2 x 100 = 200 fits; 7 and 5 -> 2 x 7
+    assert plan_chunks([5, 100, 7, 90], max_batch_tokens=200, max_batch_size=64) == [[1, 3], [2, 0]]
+    assert plan_chunks([5, 100, 7, 90], max_batch_tokens=199, max_batch_size=64) == [[1], [3, 2], [0]]
+    assert plan_chunks([300], max_batch_tokens=256, max_batch_size=64) == [[0]]  # too long: alone
+    assert plan_chunks([1] * 5, max_batch_tokens=256, max_batch_size=2) == [[0, 1], [2, 3], [4]]
+    assert plan_chunks([], max_batch_tokens=256, max_batch_size=2) == []
+
+
+def test_requests_queued_during_inference_share_the_next_call() -> None:
+    async def scenario() -> None:
+        model = FakeModel(hold_first=True)
+        batcher = Batcher(model, max_batch_size=64, max_wait_s=0, max_queue=100)
+        batcher.start()
+        first = asyncio.create_task(batcher.submit(["1"], ones(1)))
+        await until(model.entered)
+        others = [
+            asyncio.create_task(batcher.submit([str(10 * i), str(10 * i + 1)], ones(2))) for i in range(1, 4)
+        ]
+        await asyncio.sleep(0.05)
+        assert batcher.queued == 6
+        model.gate.set()
+        assert (await first).tolist() == [[1.0]]
+        for i, task in enumerate(others, start=1):
+            assert (await task)[:, 0].tolist() == [10.0 * i, 10.0 * i + 1]  # each request gets its own rows
+        assert model.batches == [["1"], ["10", "11", "20", "21", "30", "31"]]
+        assert batcher.queued == 0
+        await batcher.stop()
+
+    run(scenario())
+
+
+def test_batches_respect_the_size_and_token_budgets() -> None:
+    async def scenario() -> None:
+        model = FakeModel(hold_first=True)
+        batcher = Batcher(model, max_batch_size=4, max_wait_s=0, max_queue=100, max_batch_tokens=40)
+        batcher.start()
+        first = asyncio.create_task(batcher.submit(["0"], ones(1)))
+        await until(model.entered)
+        tasks = [
+            asyncio.create_task(batcher.submit(["1", "1", "1"], [5, 5, 5])),
+            asyncio.create_task(batcher.submit(["2", "2", "2"], [5, 5, 5])),  # 6 texts > max_batch_size
+            asyncio.create_task(batcher.submit(["3"], [5])),
+            asyncio.create_task(batcher.submit(["4", "5"], [30, 10])),  # 2 x 30 > 40: cut in two chunks
+            asyncio.create_task(batcher.submit(["6"], [9])),  # 2 x 10 fits with the "5"
+        ]
+        await asyncio.sleep(0.05)
+        model.gate.set()
+        await first
+        results = await asyncio.gather(*tasks)
+        assert results[3][:, 0].tolist() == [4.0, 5.0]  # rows back in the request's order
+        assert model.batches == [["0"], ["1", "1", "1"], ["2", "2", "2", "3"], ["4"], ["5", "6"]]
+        await batcher.stop()
+
+    run(scenario())
+
+
+def test_a_long_request_is_split_across_workers() -> None:
+    async def scenario() -> None:
+        both_inside = threading.Barrier(2, timeout=10)  # breaks unless two calls are in the model at once
+
+        def model(texts: list[str]) -> np.ndarray:
+            both_inside.wait()
+            return np.array([[float(t)] for t in texts], dtype=np.float32)
+
+        batcher = Batcher(
+            model, max_batch_size=64, max_wait_s=0, max_queue=10, workers=2, max_batch_tokens=100
+        )
+        batcher.start()
+        vectors = await batcher.submit(["1", "2"], [100, 100])  # one request, two chunks, two workers
+        assert vectors[:, 0].tolist() == [1.0, 2.0]
+        await batcher.stop()
+
+    run(scenario())
+
+
+def test_max_wait_gathers_requests_that_arrive_shortly_after() -> None:
+    async def scenario() -> None:
+        model = FakeModel()
+        batcher = Batcher(model, max_batch_size=64, max_wait_s=0.2, max_queue=100)
+        batcher.start()
+        first = asyncio.create_task(batcher.submit(["1"], ones(1)))
+        await asyncio.sleep(0.02)
+        second = asyncio.create_task(batcher.submit(["2"], ones(1)))
+        await asyncio.gather(first, second)
+        assert model.batches == [["1", "2"]]
+        await batcher.stop()
+
+    run(scenario())
+
+
+def test_full_queue_raises_overloaded() -> None:
+    async def scenario() -> None:
+        model = FakeModel(hold_first=True)
+        batcher = Batcher(model, max_batch_size=1, max_wait_s=0, max_queue=2)
+        batcher.start()
+        tasks = [asyncio.create_task(batcher.submit(["1"], ones(1)))]
+        await until(model.entered)
+        tasks.append(asyncio.create_task(batcher.submit(["2", "3"], ones(2))))
+        await asyncio.sleep(0.05)
+        assert batcher.queued == 2
+        with pytest.raises(Overloaded):
+            await batcher.submit(["4"], ones(1))
+        model.gate.set()
+        assert len(await asyncio.gather(*tasks)) == 2
+        await batcher.stop()
+
+    run(scenario())
+
+
+def test_a_model_error_fails_its_batch_only() -> None:
+    async def scenario() -> None:
+        model = FakeModel()
+        model.fail_next = True
+        batcher = Batcher(model, max_batch_size=8, max_wait_s=0, max_queue=10)
+        batcher.start()
+        with pytest.raises(RuntimeError, match="model failed"):
+            await batcher.submit(["1"], ones(1))
+        assert (await batcher.submit(["2"], ones(1))).tolist() == [[2.0]]
+        await batcher.stop()
+
+    run(scenario())
+
+
+def test_cancelled_requests_are_skipped_and_stop_fails_waiting_ones() -> None:
+    async def scenario() -> None:
+        model = FakeModel(hold_first=True)
+        batcher = Batcher(model, max_batch_size=8, max_wait_s=0, max_queue=10)
+        batcher.start()
+        first = asyncio.create_task(batcher.submit(["1"], ones(1)))
+        await until(model.entered)
+        gone = asyncio.create_task(batcher.submit(["2"], ones(1)))
+        kept = asyncio.create_task(batcher.submit(["3"], ones(1)))
+        await asyncio.sleep(0.05)
+        gone.cancel()
+        model.gate.set()
+        await first
+        assert (await kept).tolist() == [[3.0]]
+        assert model.batches == [["1"], ["3"]]
+
+        model.gate.clear()
+        held = asyncio.create_task(batcher.submit(["4"], ones(1)))
+        await asyncio.sleep(0.05)
+        waiting = asyncio.create_task(batcher.submit(["5"], ones(1)))
+        await asyncio.sleep(0.05)
+        model.gate.set()
+        await batcher.stop()
+        for task in (held, waiting):  # in inference or queued when the server stops: both get an error
+            with pytest.raises(RuntimeError, match="shutting down"):
+                await task
+
+    run(scenario())

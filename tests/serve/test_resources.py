@@ -1,0 +1,86 @@
+"""Loading and using the search index and the classifier, on toy vectors with exact answers."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import faiss
+import numpy as np
+import pandas as pd
+import pytest
+
+from serve.resources import Classifier, ResourceError, absent_reason, load_classifier, load_index
+
+
+def write_index(folder: Path, vectors: np.ndarray, meta: pd.DataFrame) -> Path:
+    index = faiss.IndexFlatIP(vectors.shape[1])
+    index.add(vectors.astype(np.float32))
+    faiss.write_index(index, str(folder / "index.faiss"))
+    meta.to_parquet(folder / "meta.parquet")
+    return folder
+
+
+def write_classifier(folder: Path, coef: np.ndarray, intercept: np.ndarray, classes: object) -> Path:
+    np.save(folder / "coef.npy", coef)
+    np.save(folder / "intercept.npy", intercept)
+    (folder / "classes.json").write_text(json.dumps(classes))
+    return folder
+
+
+META = pd.DataFrame({"id": ["a", "b", "c"], "title": ["A", "B", "C"], "subject": ["x", "y", "x"]})
+VECTORS = np.array([[1, 0], [0, 1], [0.6, 0.8]], dtype=np.float32)
+
+
+def test_softmax_of_the_linear_scores() -> None:
+    clf = Classifier(np.eye(2, dtype=np.float32), np.zeros(2, dtype=np.float32), ["x", "y"])
+    probs = clf.predict_proba(np.array([[math.log(3), 0.0]]))
+    np.testing.assert_allclose(probs, [[0.75, 0.25]], rtol=1e-6)
+    shifted = Classifier(
+        np.eye(2, dtype=np.float32), np.array([0, math.log(3)], dtype=np.float32), ["x", "y"]
+    )
+    np.testing.assert_allclose(shifted.predict_proba(np.array([[math.log(3), 0.0]])), [[0.5, 0.5]], rtol=1e-6)
+
+
+def test_search_ranks_by_inner_product(tmp_path: Path) -> None:
+    index = load_index(write_index(tmp_path, VECTORS, META), dimension=2)
+    assert index.size == 3
+    hits = index.search(np.array([1.0, 0.0]), k=2)
+    assert [(h["rank"], h["id"], h["title"], h["subject"]) for h in hits] == [
+        (1, "a", "A", "x"),
+        (2, "c", "C", "x"),
+    ]
+    assert [h["score"] for h in hits] == pytest.approx([1.0, 0.6])
+    assert len(index.search(np.array([0.0, 1.0]), k=100)) == 3
+
+
+def test_index_must_match_model_and_metadata(tmp_path: Path) -> None:
+    write_index(tmp_path, VECTORS, META)
+    with pytest.raises(ResourceError, match="dimension 2 != model dimension 384"):
+        load_index(tmp_path, dimension=384)
+    META.head(2).to_parquet(tmp_path / "meta.parquet")
+    with pytest.raises(ResourceError, match="3 vectors but 2 metadata rows"):
+        load_index(tmp_path, dimension=2)
+    META.drop(columns="title").to_parquet(tmp_path / "meta.parquet")
+    with pytest.raises(ResourceError, match="missing column"):
+        load_index(tmp_path, dimension=2)
+
+
+def test_classifier_shapes_must_agree(tmp_path: Path) -> None:
+    ok = load_classifier(write_classifier(tmp_path, np.eye(2), np.zeros(2), ["x", "y"]), dimension=2)
+    assert ok.classes == ["x", "y"] and ok.coef.dtype == np.float32
+    write_classifier(tmp_path, np.eye(2), np.zeros(2), ["x", "y", "z"])
+    with pytest.raises(ResourceError, match="do not fit 3 classes x dimension 2"):
+        load_classifier(tmp_path, dimension=2)
+    write_classifier(tmp_path, np.eye(2), np.zeros(2), {"x": 0})
+    with pytest.raises(ResourceError, match="list of subject strings"):
+        load_classifier(tmp_path, dimension=2)
+
+
+def test_absent_reason_names_what_is_missing(tmp_path: Path) -> None:
+    assert absent_reason(None, ("a",)) == "not configured"
+    assert absent_reason(tmp_path, ("a", "b")) == f"{tmp_path}: missing a, b"
+    (tmp_path / "a").write_text("")
+    (tmp_path / "b").write_text("")
+    assert absent_reason(tmp_path, ("a", "b")) is None
