@@ -120,9 +120,8 @@ def prepare(lines: Iterable[bytes | str], params: PrepareParams, seed: int) -> t
     dropped["rare_subject"] = int(df["subject"].isin(rare).sum())
     df = df[~df["subject"].isin(rare)]
     if params.max_papers_per_subject is not None:
-        capped = df.groupby("subject", group_keys=False, sort=True).apply(
-            lambda g: g.sample(n=min(len(g), params.max_papers_per_subject), random_state=seed)
-        )
+        shuffled = df.sample(frac=1, random_state=seed)
+        capped = shuffled[shuffled.groupby("subject").cumcount() < params.max_papers_per_subject]
         dropped["subject_cap"] = len(df) - len(capped)
         df = capped.sort_values("id", kind="stable")
     if df.empty:
