@@ -100,7 +100,7 @@ def search_metrics(index: faiss.Index, vectors: np.ndarray, queries: np.ndarray)
 def main() -> None:
     params = load_section(FaissBuildParams, "faiss_build")
     paths, meta = load_common()
-    mode: TextMode = meta.text_mode  # type: ignore[assignment]
+    mode: TextMode = meta.text_mode
     if params.threads is not None:
         faiss.omp_set_num_threads(params.threads)
     encoder = OnnxEncoder(paths.onnx_dir, params.model_file, threads=params.threads)

@@ -58,7 +58,7 @@ def main() -> None:
             meta.text_mode,
             params.batch_size,
             name,
-        )  # type: ignore[arg-type]
+        )
         for name, location in (("untuned", meta.base_model), ("finetuned", paths.model_dir))
     }
     metrics, table = summarise(per_query, sample)

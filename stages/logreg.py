@@ -51,7 +51,7 @@ def save_classifier(model: LogisticRegression, out_dir: str | Path) -> None:
 def main() -> None:
     params = load_section(LogregParams, "logreg")
     paths, meta = load_common()
-    mode: TextMode = meta.text_mode  # type: ignore[assignment]
+    mode: TextMode = meta.text_mode
     train = stratified_sample(read_split(paths.split_dir, "train"), params.max_train_papers, meta.seed)
     test = stratified_sample(read_split(paths.split_dir, "test"), params.max_test_papers, meta.seed)
     metrics: dict[str, float] = {"train_papers": len(train), "test_papers": len(test)}

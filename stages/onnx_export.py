@@ -89,7 +89,7 @@ def main() -> None:
     params = load_section(OnnxExportParams, "onnx_export")
     protocol = load_section(IREvalParams, "ir_eval")
     paths, meta = load_common()
-    mode: TextMode = meta.text_mode  # type: ignore[assignment]
+    mode: TextMode = meta.text_mode
     out = Path(paths.onnx_dir)
 
     start = time.perf_counter()

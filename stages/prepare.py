@@ -69,23 +69,31 @@ def parse_record(line: bytes | str, min_abstract_chars: int) -> tuple[dict | Non
         return None, "malformed_json"
     if not isinstance(record, dict):
         return None, "malformed_json"
-    fields = {k: record.get(k) for k in ("id", "title", "abstract", "categories")}
-    if any(not isinstance(v, str) for v in fields.values()) or not fields["id"].strip():
+    raw_id, raw_title, raw_abstract, categories = (
+        record.get(k) for k in ("id", "title", "abstract", "categories")
+    )
+    if not (
+        isinstance(raw_id, str)
+        and raw_id.strip()
+        and isinstance(raw_title, str)
+        and isinstance(raw_abstract, str)
+        and isinstance(categories, str)
+    ):
         return None, "missing_field"
-    abstract = clean_whitespace(fields["abstract"])
-    title = clean_whitespace(fields["title"])
+    abstract = clean_whitespace(raw_abstract)
+    title = clean_whitespace(raw_title)
     if not abstract:
         return None, "empty_abstract"
     if is_withdrawn(abstract) or is_withdrawn(title):
         return None, "withdrawn"
     if len(abstract) < min_abstract_chars:
         return None, "short_abstract"
-    subjects = parse_categories(fields["categories"])
+    subjects = parse_categories(categories)
     if not subjects:
         return None, "unknown_category"
     update_date = record.get("update_date")
     paper = {
-        "id": strip_version(fields["id"]),
+        "id": strip_version(raw_id),
         "title": title,
         "abstract": abstract,
         "subject": subjects[0],

@@ -76,7 +76,7 @@ def main() -> None:
     ir, clf = load_section(IREvalParams, "ir_eval"), load_section(LogregParams, "logreg")
     paths, meta = load_common()
     train, test = read_split(paths.split_dir, "train"), read_split(paths.split_dir, "test")
-    results = tfidf_baseline(train, test, params, ir, clf, meta.text_mode, meta.seed)  # type: ignore[arg-type]
+    results = tfidf_baseline(train, test, params, ir, clf, meta.text_mode, meta.seed)
     write_json(Path(paths.metrics_dir) / "tfidf_baseline.json", {f"tfidf_{k}": v for k, v in results.items()})
     print({k: round(v, 4) for k, v in results.items()})
 

@@ -102,7 +102,7 @@ def training_columns(pairs: pd.DataFrame, texts: pd.Series, loss: Loss) -> dict[
 
 
 def build_loss(model: Any, params: TrainParams) -> Any:
-    from sentence_transformers import losses
+    from sentence_transformers import losses  # type: ignore[attr-defined]
 
     if params.loss == "subject_mnrl":
         return SubjectAwareMNRLoss(model)
@@ -196,7 +196,7 @@ def fine_tune(
     from transformers import set_seed
 
     set_seed(meta.seed)
-    mode: TextMode = meta.text_mode  # type: ignore[assignment]
+    mode: TextMode = meta.text_mode
     # 1. Model
     model = load_model(meta.base_model, max_seq_length=params.max_seq_length)
     # 2. Dataset

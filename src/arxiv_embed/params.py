@@ -16,6 +16,8 @@ from typing import Any, TypeVar
 
 import yaml
 
+from arxiv_embed.text import TextMode
+
 T = TypeVar("T")
 
 DEFAULT_PARAMS = Path("params.yaml")
@@ -155,7 +157,7 @@ class Meta:
     profile: str
     seed: int
     base_model: str
-    text_mode: str
+    text_mode: TextMode
     max_seq_length: int = (
         256  # tokens per text when encoding for evaluation, the classifier, ONNX and the index
     )
