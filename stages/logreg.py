@@ -42,8 +42,11 @@ def save_classifier(model: LogisticRegression, out_dir: str | Path) -> None:
     """The classifier as plain arrays, so the API needs neither pickle nor scikit-learn to use it."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    np.save(out / "coef.npy", model.coef_.astype(np.float32))
-    np.save(out / "intercept.npy", model.intercept_.astype(np.float32))
+    coef, intercept = model.coef_, model.intercept_
+    if len(model.classes_) == 2:  # scikit-learn keeps one row (class 1): sigmoid(z) = softmax([0, z])[1]
+        coef, intercept = np.vstack([np.zeros_like(coef), coef]), np.concatenate([[0.0], intercept])
+    np.save(out / "coef.npy", coef.astype(np.float32))
+    np.save(out / "intercept.npy", intercept.astype(np.float32))
     (out / "classes.json").write_text(json.dumps([str(c) for c in model.classes_]) + "\n", encoding="utf-8")
 
 
