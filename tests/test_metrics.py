@@ -161,7 +161,9 @@ def test_equals_sentence_transformers_evaluator_random_vectors() -> None:
     queries, corpus = toy_ir(n_subjects=5, n_queries=20, n_corpus=120, seed=1)
     rng = np.random.default_rng(2)
     centres = rng.normal(size=(5, 16))
-    vectors = {i: centres[int(s[1:])] + rng.normal(scale=1.5, size=16) for i, s in {**queries, **corpus}.items()}
+    vectors = {
+        i: centres[int(s[1:])] + rng.normal(scale=1.5, size=16) for i, s in {**queries, **corpus}.items()
+    }
     ours = our_metrics(vectors, queries, corpus)
     theirs = evaluator_metrics(vectors, queries, corpus)
     assert ours == pytest.approx(theirs, abs=1e-6)

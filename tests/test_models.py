@@ -54,7 +54,8 @@ def test_missing_mpnet_parts_give_the_install_hint(monkeypatch: pytest.MonkeyPat
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("ARXIV_EMBED_CACHE", str(tmp_path))
-    monkeypatch.setattr(models, "_part_archives", lambda: None)  # as when the parts packages are not installed
+    # As when the parts packages are not installed.
+    monkeypatch.setattr(models, "_part_archives", lambda: None)
     with pytest.raises(UnknownModelError, match="--install-mpnet"):
         resolve_model(MPNET)
 

@@ -234,4 +234,5 @@ def test_main_smoke(tiny_project: Path) -> None:
     metrics = json.loads((tiny_project / "metrics" / "prepare.json").read_text())
     assert metrics["prepare_rows_kept"] == len(df)
     assert all(k.startswith("prepare_") and math.isfinite(v) for k, v in metrics.items())
-    assert sorted(p.name for p in tiny_project.iterdir()) == ["arxiv.jsonl.gz", "data", "metrics", "params.yaml"]
+    written = sorted(p.name for p in tiny_project.iterdir())
+    assert written == ["arxiv.jsonl.gz", "data", "metrics", "params.yaml"]

@@ -27,7 +27,9 @@ def test_texts_follow_the_mode() -> None:
 
 def test_fit_vectorizer_uses_the_params() -> None:
     corpus = ["alpha beta", "alpha gamma", "delta"]
-    vectorizer = fit_vectorizer(corpus, TfidfParams(max_features=3, ngram_max=2, min_df=1, sublinear_tf=False))
+    vectorizer = fit_vectorizer(
+        corpus, TfidfParams(max_features=3, ngram_max=2, min_df=1, sublinear_tf=False)
+    )
     assert len(vectorizer.vocabulary_) == 3
     assert "alpha" in vectorizer.vocabulary_
     assert set(fit_vectorizer(corpus, TfidfParams(100, 1, 2, True)).vocabulary_) == {"alpha"}

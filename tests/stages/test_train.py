@@ -61,7 +61,9 @@ def test_join_text_names_a_missing_id() -> None:
 
 
 def test_paper_texts_by_mode() -> None:
-    papers = pd.DataFrame({"id": ["1", "2"], "title": ["Title", "Why?"], "abstract": ["Abs one.", "Abs two."]})
+    papers = pd.DataFrame(
+        {"id": ["1", "2"], "title": ["Title", "Why?"], "abstract": ["Abs one.", "Abs two."]}
+    )
     assert paper_texts(papers, "title_abstract").to_dict() == {"1": "Title. Abs one.", "2": "Why? Abs two."}
     assert paper_texts(papers, "abstract").to_dict() == {"1": "Abs one.", "2": "Abs two."}
 
@@ -72,7 +74,8 @@ def test_configure_wandb(monkeypatch: pytest.MonkeyPatch) -> None:
     configure_wandb(WandbParams(mode="disabled"))
     assert "WANDB_MODE" not in os.environ
     configure_wandb(WandbParams(mode="offline", project="p", entity="e"))
-    assert (os.environ["WANDB_MODE"], os.environ["WANDB_PROJECT"], os.environ["WANDB_ENTITY"]) == ("offline", "p", "e")
+    names = ("WANDB_MODE", "WANDB_PROJECT", "WANDB_ENTITY")
+    assert [os.environ[name] for name in names] == ["offline", "p", "e"]
 
 
 def test_train_params_of_the_tiny_project(tmp_path: Path) -> None:
