@@ -191,11 +191,10 @@ def run_prepare(root: Path) -> subprocess.CompletedProcess:
     ("content", "reason"),
     [
         (b"", "prepare: no valid arXiv paper among 0 lines (no lines)"),
-        (b"\n\n", "prepare: no valid arXiv paper among 0 lines (no lines)"),
         (b"id,title,abstract\n1,a,b\n", "prepare: no valid arXiv paper among 2 lines (malformed_json=2)"),
         (None, "prepare: input not found: "),
     ],
-    ids=["empty", "blank", "csv", "missing"],
+    ids=["empty", "csv", "missing"],
 )
 def test_main_fails_with_a_one_line_reason(tmp_path: Path, content: bytes | None, reason: str) -> None:
     snapshot = tmp_path / "input.jsonl"
