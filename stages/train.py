@@ -7,6 +7,14 @@ Writes  ``${paths.model_dir}`` (the fine-tuned model), ``metrics/train.json`` (v
 
 The recipe: model -> datasets -> loss -> evaluator (run once before training for the baseline) -> arguments ->
 trainer -> save. Weights & Biases logs when ``train.wandb.mode`` is ``offline`` or ``online``.
+
+Data-parallel: ``torchrun --nproc_per_node N stages/train.py`` or ``accelerate launch --multi_gpu stages/train.py``
+(in ``dvc.yaml`` through ``train.launcher``) trains one replica per device, each on its own share of the batches
+(gloo on CPU, NCCL on CUDA). ``train.batch_size`` is per device: a step takes ``batch_size x N`` pairs, and
+``train_pairs`` counts all of them. The in-batch losses see only their process's batch, so with
+``subject_mnrl`` each anchor is ranked against the ``batch_size`` (not ``batch_size x N``) positives of its own
+device. Every process evaluates; only the main one writes the model, ``metrics/train.json`` and the dvclive log
+(and talks to the bucket, see ``arxiv_embed.storage``).
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ from typing import Any, Literal
 
 import pandas as pd
 
+from arxiv_embed.distributed import is_main_process
 from arxiv_embed.io import read_parquet, read_split, write_json
 from arxiv_embed.losses import SubjectAwareMNRLoss
 from arxiv_embed.metrics import ir_sample
@@ -59,6 +68,7 @@ class TrainParams:
     eval_steps: int
     logging_steps: int
     dataloader_workers: int
+    launcher: str = "python"  # how dvc.yaml starts the stage: python | torchrun --nproc_per_node N | ...
     wandb: WandbParams = field(default_factory=WandbParams)
 
 
@@ -155,6 +165,7 @@ def training_arguments(params: TrainParams, output_dir: str, seed: int, use_cuda
         learning_rate=params.learning_rate,
         warmup_ratio=params.warmup_ratio,
         weight_decay=params.weight_decay,
+        use_cpu=not use_cuda,  # also what makes a CPU launch data-parallel (gloo)
         fp16=use_cuda and params.precision == "fp16",
         bf16=use_cuda and params.precision == "bf16",
         batch_sampler=BatchSamplers(params.batch_sampler),
@@ -223,13 +234,14 @@ def fine_tune(
         result = trainer.train()
         seconds = time.perf_counter() - start
     after = evaluator(model)
-    examples = result.global_step * params.batch_size
+    examples = result.global_step * params.batch_size * trainer.args.world_size
     metrics = {f"untuned_{k}": v for k, v in before.items()}
     metrics.update({f"finetuned_{k}": v for k, v in after.items()})
     metrics.update(
         {
             "loss": result.training_loss,
             "steps": result.global_step,
+            "processes": trainer.args.world_size,
             "pairs": examples,
             "seconds": seconds,
             "pairs_per_second": examples / seconds,
@@ -239,14 +251,19 @@ def fine_tune(
 
 
 def train(params: TrainParams, ir: IREvalParams, paths: Paths, meta: Meta) -> dict[str, float]:
-    """Read the pairs and splits, fine-tune with a dvclive log, save the model to ``paths.model_dir``."""
+    """Read the pairs and splits, fine-tune with a dvclive log, save the model to ``paths.model_dir``.
+
+    Under a launcher every process trains; only the main one logs and saves.
+    """
     from dvclive import Live
     from transformers.integrations import DVCLiveCallback
 
     pairs_file = "contrastive.parquet" if params.loss == "contrastive" else "mnrl.parquet"
-    live_dir = Path(paths.metrics_dir) / "train_log"
-    shutil.rmtree(live_dir, ignore_errors=True)
-    live = Live(dir=str(live_dir), dvcyaml=None, save_dvc_exp=False, report=None)
+    live = None
+    if is_main_process():
+        live_dir = Path(paths.metrics_dir) / "train_log"
+        shutil.rmtree(live_dir, ignore_errors=True)
+        live = Live(dir=str(live_dir), dvcyaml=None, save_dvc_exp=False, report=None)
     model, metrics = fine_tune(
         params,
         meta,
@@ -254,11 +271,12 @@ def train(params: TrainParams, ir: IREvalParams, paths: Paths, meta: Meta) -> di
         pairs=read_parquet(Path(paths.pairs_dir) / pairs_file),
         val_papers=read_split(paths.split_dir, "val"),
         eval_batch_size=ir.batch_size,
-        callbacks=[DVCLiveCallback(live=live)],
+        callbacks=[DVCLiveCallback(live=live)] if live is not None else [],
     )
-    live.end()
-    # 7. Save to the declared out
-    model.save(paths.model_dir)
+    if live is not None:
+        live.end()
+        # 7. Save to the declared out
+        model.save(paths.model_dir)
     return metrics
 
 
@@ -268,6 +286,8 @@ def main() -> None:
     ir = load_section(IREvalParams, "ir_eval")
     paths, meta = load_common()
     metrics = train(params, ir, paths, meta)
+    if not is_main_process():
+        return
     write_json(Path(paths.metrics_dir) / "train.json", {f"train_{k}": v for k, v in metrics.items()})
     print({k: round(v, 4) for k, v in metrics.items() if "precision@10" in k or "per_second" in k})
 

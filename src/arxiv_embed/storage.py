@@ -11,6 +11,9 @@ and share one snapshot:
 * otherwise: inputs missing here are downloaded from their upstream snapshots, the stage runs, and its outs
   are uploaded with ``_manifest.json`` last (a snapshot without a manifest is incomplete and ignored).
 
+Under a data-parallel launcher (``torchrun``) only the main process restores, pulls and uploads; the other
+processes wait for it and skip the stage too when it restored the snapshot.
+
 With ``meta.use_gcs: false`` (the default) the wrapper only calls the stage::
 
     @stage_storage("split")
@@ -39,6 +42,7 @@ from typing import Any, ParamSpec, TypeVar
 
 import yaml
 
+from arxiv_embed.distributed import on_main_process
 from arxiv_embed.params import DEFAULT_PARAMS, Meta, ParamsError, load_section, read_params, resolve_section
 
 P = ParamSpec("P")
@@ -412,15 +416,25 @@ def stage_storage(
             meta = load_section(Meta, "meta", params)
             if not meta.use_gcs:
                 return fn(*args, **kwargs)
-            try:
+            # In a data-parallel launch only the main process talks to the bucket; the others wait for it.
+            snapshots: Snapshots | None = None
+
+            def restore() -> bool:
+                nonlocal snapshots
                 snapshots = open_snapshots(params, meta, pipeline)
                 if snapshots.download(name):
                     print(f"{name}: outputs restored from gs://{snapshots.url(name)}", flush=True)
-                    return None
+                    return True
                 for out in snapshots.pull_inputs(name):
                     print(f"{name}: input {out} pulled from the bucket", flush=True)
+                return False
+
+            try:
+                if on_main_process(restore):
+                    return None
                 result = fn(*args, **kwargs)
-                print(f"{name}: outputs pushed to {snapshots.upload(name)}", flush=True)
+                if snapshots is not None:
+                    print(f"{name}: outputs pushed to {snapshots.upload(name)}", flush=True)
             except StorageError as e:
                 raise SystemExit(f"{name}: {e}") from e
             return result
