@@ -56,6 +56,7 @@ from serve.settings import Settings, get_settings
 
 log = logging.getLogger("serve")
 
+_INLINE_CHARS = 20_000  # requests up to this many characters are tokenized on the event loop
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 CLASSIFIER_FILES = ("coef.npy", "intercept.npy", "classes.json")
@@ -95,15 +96,18 @@ async def _embed(rt: Runtime, texts: list[str], truncate: bool = True) -> tuple[
     if len(texts) > limits.max_items:
         rt.metrics.rejected.labels("too_many_inputs").inc()
         raise ApiError(413, "too_many_inputs", f"{len(texts)} texts; at most {limits.max_items} per request")
+    # JSON may escape lone surrogates ("\ud800"), which no tokenizer takes: they read as U+FFFD.
+    texts = [_SURROGATE.sub("\ufffd", t) if not t.isascii() else t for t in texts]
     for i, text in enumerate(texts):
-        if not text.isascii() and _SURROGATE.search(text):  # JSON allows "\ud800", tokenizers do not
-            raise ApiError(422, "invalid_request", f"text {i} is not valid unicode (lone surrogate)")
         if len(text) > limits.max_chars:
             rt.metrics.rejected.labels("text_too_long").inc()
             raise ApiError(
                 413, "text_too_long", f"text {i} has {len(text)} characters; at most {limits.max_chars}"
             )
-    tokens = rt.encoder.count_tokens(texts)
+    if sum(len(text) for text in texts) < _INLINE_CHARS:
+        tokens = rt.encoder.count_tokens(texts)
+    else:  # tokenizing a long request would hold up the event loop
+        tokens = await asyncio.to_thread(rt.encoder.count_tokens, texts)
     max_tokens = rt.encoder.max_seq_length
     if not truncate:
         for i, count in enumerate(tokens):

@@ -60,9 +60,9 @@ class GuardAndMeasure:
             await send(message)
 
         try:
-            receive = await self._guard(scope, receive, send_and_record)
-            if receive is not None:
-                await self.app(scope, receive, send_and_record)
+            passed = await self._guard(scope, receive, send_and_record)
+            if passed is not None:
+                await self.app(scope, passed, send_and_record)
         finally:
             route = scope.get("route")
             label = getattr(route, "path", None) or (
@@ -86,7 +86,8 @@ class GuardAndMeasure:
                 await _send_error(send, 400, "bad_request", "invalid Content-Length")
                 return None
             if int(length) > self.max_body_bytes:
-                return await self._too_large(send)
+                await self._too_large(send)
+                return None
             return receive
         if scope["method"] in ("GET", "HEAD"):
             return receive
@@ -100,7 +101,8 @@ class GuardAndMeasure:
             chunks.append(message.get("body", b""))
             size += len(chunks[-1])
             if size > self.max_body_bytes:
-                return await self._too_large(send)
+                await self._too_large(send)
+                return None
             if not message.get("more_body", False):
                 break
         replay: dict[str, Any] = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
@@ -118,4 +120,3 @@ class GuardAndMeasure:
     async def _too_large(self, send: Send) -> None:
         self.metrics.rejected.labels("body_too_large").inc()
         await _send_error(send, 413, "too_large", f"request body is larger than {self.max_body_bytes} bytes")
-        return None

@@ -8,10 +8,19 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool
+
+
+def _json_integer(value: object) -> object:
+    # As JSON Schema's "integer": 5 and 5.0, not "5" or true (which pydantic's lax mode would take).
+    if isinstance(value, str | bool):
+        raise ValueError("must be an integer")
+    return value
+
 
 Text = str
 Texts = Annotated[list[str], Field(min_length=1)]
+Integer = Annotated[int, BeforeValidator(_json_integer)]
 
 
 class _Request(BaseModel):
@@ -41,8 +50,8 @@ class InfoResponse(BaseModel):
 
 class EmbedRequest(_Request):
     input: Text | Texts = Field(description="one text or a list of texts")
-    normalize: bool = Field(True, description="L2-normalise the embeddings")
-    truncate: bool = Field(
+    normalize: StrictBool = Field(True, description="L2-normalise the embeddings")
+    truncate: StrictBool = Field(
         True, description="cut texts to the model's max tokens; false: 413 if one is longer"
     )
 
@@ -62,7 +71,9 @@ class OpenAIEmbeddingRequest(BaseModel):
     input: Text | Texts
     model: str | None = None
     encoding_format: Literal["float", "base64"] = "float"
-    dimensions: int | None = Field(None, ge=1, description="keep the first n dimensions, re-normalised")
+    dimensions: Annotated[Integer, Field(ge=1)] | None = Field(
+        None, description="keep the first n dimensions, re-normalised"
+    )
     user: str | None = None
 
 
@@ -86,7 +97,7 @@ class OpenAIEmbeddingResponse(BaseModel):
 
 class SearchRequest(_Request):
     text: Text
-    k: int = Field(10, ge=1, le=100, description="papers to return")
+    k: Integer = Field(10, ge=1, le=100, description="papers to return")
 
 
 class Paper(BaseModel):
@@ -104,7 +115,7 @@ class SearchResponse(BaseModel):
 
 class ClassifyRequest(_Request):
     text: Text
-    top_n: int = Field(5, ge=1, le=100, description="most probable subjects to return")
+    top_n: Integer = Field(5, ge=1, le=100, description="most probable subjects to return")
 
 
 class SubjectProbability(BaseModel):
@@ -136,9 +147,11 @@ def publish_limits(
     for model, fields in _LIMITED_FIELDS.items():
         for name in fields:
             limit(components[model]["properties"][name])
-    if dimension is not None:
-        for option in components["OpenAIEmbeddingRequest"]["properties"]["dimensions"]["anyOf"]:
-            if option.get("type") == "integer":
+    for option in components["OpenAIEmbeddingRequest"]["properties"]["dimensions"]["anyOf"]:
+        if option.get("type") == "integer":  # pydantic leaves "ge" untranslated inside this union
+            option.pop("ge", None)
+            option["minimum"] = 1
+            if dimension is not None:
                 option["maximum"] = dimension
     return openapi
 
