@@ -33,9 +33,15 @@ METRICS = [
 
 
 def copy_repository(dst: Path) -> Path:
-    """The tracked files of the working tree (as they are now) in a fresh git repository."""
+    """The working tree's files that git tracks or would track (not ignored), in a fresh git repository.
+
+    Untracked files are included so that work in progress in the shared tree is tested as it will be committed.
+    """
     listed = subprocess.run(
-        ["git", "ls-files", "-z"], cwd=REPO, check=True, capture_output=True
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
     ).stdout.decode()
     for name in filter(None, listed.split("\0")):
         src = REPO / name
