@@ -66,8 +66,9 @@ def test_main_exports_and_gates(tiny_project: Path) -> None:
     params = yaml.safe_load(Path("params.yaml").read_text())
     params["meta"]["max_seq_length"] = 64
     params["onnx_export"].update(n_parity_texts=24, batch_size=8)
-    # 12 queries: one hit more or less moves precision@10 by 0.008, so the drop gate is loosened here.
-    params["onnx_export"]["max_precision_drop_int8"] = 0.05
+    # 12 queries: one hit more or less moves precision@10 by 0.008, so the drop gate is loosened here; the
+    # generated word-salad texts at 64 tokens keep an int8 cosine of about 0.99 (0.9899 measured), not above.
+    params["onnx_export"].update(max_precision_drop_int8=0.05, min_mean_cosine_int8=0.98)
     Path("params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     model_dir = Path(params["paths"]["model_dir"])
     model_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -82,7 +83,7 @@ def test_main_exports_and_gates(tiny_project: Path) -> None:
     assert json.loads((out / "config.json").read_text())["max_seq_length"] == 64
     metrics = json.loads((Path(params["paths"]["metrics_dir"]) / "onnx_export.json").read_text())
     assert metrics["fp32_cosine_min"] >= 0.9999
-    assert 0.97 < metrics["int8_cosine_mean"] < 0.9999
+    assert 0.98 <= metrics["int8_cosine_mean"] < 0.9999
     assert metrics["n_parity_texts"] == 24
     assert metrics["int8_precision@10_drop"] == pytest.approx(
         metrics["fp32_precision@10"] - metrics["int8_precision@10"]
