@@ -52,6 +52,9 @@ MANIFEST = "_manifest.json"
 DEFAULT_PIPELINE = Path("dvc.yaml")
 # Where the data lives, not what it is: left out of the data version.
 LOCATION_PARAMS = frozenset({"meta.use_gcs", "meta.gcs_bucket", "meta.gcs_prefix", "meta.profile"})
+# Sources named by a param but not listed as a dvc dependency (so that sources other than a file need no local
+# path): the raw snapshot, read when prepare.source.kind is "file". Like dependencies, they count by content.
+CONTENT_PARAMS = {"prepare.source.uri": ("prepare.source.kind", "file")}
 _VAR = re.compile(r"\$\{\s*([A-Za-z0-9_.-]+)\s*\}")
 _SKIP_PARTS = frozenset({"__pycache__", ".ipynb_checkpoints"})
 
@@ -246,6 +249,9 @@ def data_version(
     named = {_norm(v): k for k, v in values.items() if isinstance(v, str)}
     upstream: dict[str, str] = {}
     sources: dict[str, str] = {}
+    for key, (switch, when) in CONTENT_PARAMS.items():
+        if key in values and values.get(switch) == when:
+            sources[f"${{{key}}}"] = fingerprint(str(values.pop(key)))
     for dep in spec.deps:
         found = producers(dep, stages, skip=name)
         for stage, _ in found:
