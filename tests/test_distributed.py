@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO
+from pipeline_helpers import REPO
 
 from arxiv_embed.distributed import is_main_process, on_main_process, world_size
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, make_papers, tiny_params, write_snapshot
+from pipeline_helpers import REPO, make_papers, tiny_params, write_snapshot
 
 pytestmark = pytest.mark.slow
 

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import run_stages
+from pipeline_helpers import run_stages
 
 from arxiv_embed.onnx import OnnxEncoder
 from stages.faiss_build import FaissBuildParams, build_index, paper_meta, recall_at_k, search_metrics

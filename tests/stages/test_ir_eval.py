@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import copy_project, run_stages
+from pipeline_helpers import copy_project, run_stages
 
 from arxiv_embed.metrics import IRSample
 from stages.ir_eval import evaluate, summarise

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import copy_project, run_stages
+from pipeline_helpers import copy_project, run_stages
 from sklearn.linear_model import LogisticRegression
 
 from arxiv_embed.params import LogregParams

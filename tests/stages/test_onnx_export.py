@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import run_stages
 from onnx_fixtures import bundled_minilm
+from pipeline_helpers import run_stages
 
 from arxiv_embed.metrics import IRSample
 from stages.onnx_export import OnnxExportParams, gate_failures, parity_metrics, retrieval_metrics

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import run_stages
+from pipeline_helpers import run_stages
 
 from arxiv_embed.subjects import archive
 from stages.pairs import PairsParams, _Groups, make_pairs, sample_anchors

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from conftest import REPO, make_papers, run_stages, tiny_params, write_snapshot
+from pipeline_helpers import REPO, make_papers, run_stages, tiny_params, write_snapshot
 
 from stages.prepare import COLUMNS, PrepareParams, is_withdrawn, parse_record, prepare, strip_version
 

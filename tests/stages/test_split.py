@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import run_stages
+from pipeline_helpers import run_stages
 
 from arxiv_embed.io import SPLITS
 from stages.split import SplitParams, split, title_key

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import make_papers, run_stages
+from pipeline_helpers import make_papers, run_stages
 
 from arxiv_embed.params import IREvalParams, LogregParams
 from stages.prepare import parse_record

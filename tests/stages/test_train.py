@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import tiny_params
+from pipeline_helpers import tiny_params
 
 from arxiv_embed.params import load_section
 from stages.train import TrainParams, WandbParams, configure_wandb, join_text, paper_texts, training_columns

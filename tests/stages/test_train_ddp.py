@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, run_stages
+from pipeline_helpers import REPO, run_stages
 
 PAIRS, BATCH = 16, 4  # one epoch: 4 steps in one process, 2 steps on each of two
 
