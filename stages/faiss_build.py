@@ -27,7 +27,7 @@ from arxiv_embed.metrics import stratified_sample
 from arxiv_embed.onnx import OnnxEncoder
 from arxiv_embed.params import load_common, load_section
 from arxiv_embed.storage import stage_storage
-from arxiv_embed.text import TextMode, paper_text
+from arxiv_embed.text import TextMode, papers_texts
 
 INDEX_FILE = "index.faiss"
 META_FILE = "meta.parquet"
@@ -107,7 +107,7 @@ def main() -> None:
     papers = stratified_sample(read_parquet(paths.prepared), params.max_papers, meta.seed)
 
     start = time.perf_counter()
-    texts = [paper_text(t, a, mode) for t, a in zip(papers["title"], papers["abstract"], strict=True)]
+    texts = papers_texts(papers, mode)
     vectors = encoder.encode(texts, batch_size=params.batch_size)
     encode_seconds = time.perf_counter() - start
     start = time.perf_counter()

@@ -29,7 +29,7 @@ from arxiv_embed.onnx import INT8_FILE, MODEL_FILE, OnnxEncoder, export_onnx, qu
 from arxiv_embed.params import IREvalParams, load_common, load_section
 from arxiv_embed.pooling import rowwise_cosine
 from arxiv_embed.storage import stage_storage
-from arxiv_embed.text import TextMode, paper_text
+from arxiv_embed.text import TextMode, papers_texts
 
 VARIANTS = {"fp32": MODEL_FILE, "int8": INT8_FILE}
 
@@ -44,8 +44,7 @@ class OnnxExportParams:
 
 
 def onnx_encode(encoder: OnnxEncoder, papers: pd.DataFrame, mode: TextMode, batch_size: int) -> np.ndarray:
-    texts = [paper_text(t, a, mode) for t, a in zip(papers["title"], papers["abstract"], strict=True)]
-    return encoder.encode(texts, batch_size=batch_size)
+    return encoder.encode(papers_texts(papers, mode), batch_size=batch_size)
 
 
 def parity_metrics(name: str, vectors: np.ndarray, reference: np.ndarray) -> dict[str, float]:

@@ -19,7 +19,7 @@ from arxiv_embed.io import read_split, write_json
 from arxiv_embed.metrics import classification_metrics, ir_metrics, ir_sample, stratified_sample
 from arxiv_embed.params import IREvalParams, LogregParams, load_common, load_section
 from arxiv_embed.storage import stage_storage
-from arxiv_embed.text import TextMode, paper_text
+from arxiv_embed.text import TextMode, papers_texts
 
 
 @dataclass(frozen=True)
@@ -28,10 +28,6 @@ class TfidfParams:
     ngram_max: int
     min_df: int
     sublinear_tf: bool
-
-
-def texts(df: pd.DataFrame, mode: TextMode) -> list[str]:
-    return [paper_text(t, a, mode) for t, a in zip(df["title"], df["abstract"], strict=True)]
 
 
 def fit_vectorizer(corpus: list[str], params: TfidfParams) -> TfidfVectorizer:
@@ -56,16 +52,17 @@ def tfidf_baseline(
     seed: int,
 ) -> dict[str, float]:
     clf_train = stratified_sample(train, clf.max_train_papers, seed)
-    vectorizer = fit_vectorizer(texts(clf_train, mode), params)
+    vectorizer = fit_vectorizer(papers_texts(clf_train, mode), params)
     sample = ir_sample(test, ir.n_queries, ir.n_corpus, seed)
     scores = (
-        vectorizer.transform(texts(sample.queries, mode)) @ vectorizer.transform(texts(sample.corpus, mode)).T
+        vectorizer.transform(papers_texts(sample.queries, mode))
+        @ vectorizer.transform(papers_texts(sample.corpus, mode)).T
     )
     results = ir_metrics(scores.toarray(), sample.queries["subject"], sample.corpus["subject"])
     model = LogisticRegression(C=clf.C, max_iter=clf.max_iter, random_state=seed)
-    model.fit(vectorizer.transform(texts(clf_train, mode)), clf_train["subject"])
+    model.fit(vectorizer.transform(papers_texts(clf_train, mode)), clf_train["subject"])
     clf_test = stratified_sample(test, clf.max_test_papers, seed)
-    predicted = model.predict(vectorizer.transform(texts(clf_test, mode)))
+    predicted = model.predict(vectorizer.transform(papers_texts(clf_test, mode)))
     results.update(classification_metrics(list(clf_test["subject"]), list(predicted)))
     return results
 

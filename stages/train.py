@@ -36,7 +36,7 @@ from arxiv_embed.metrics import ir_sample
 from arxiv_embed.models import load_model
 from arxiv_embed.params import IREvalParams, Meta, Paths, load_common, load_section
 from arxiv_embed.storage import stage_storage
-from arxiv_embed.text import TextMode, paper_text
+from arxiv_embed.text import TextMode, papers_texts
 
 Loss = Literal["subject_mnrl", "mnrl", "cached_mnrl", "contrastive"]
 
@@ -83,10 +83,7 @@ def join_text(ids: pd.Series, texts: pd.Series) -> list[str]:
 
 
 def paper_texts(papers: pd.DataFrame, mode: TextMode) -> pd.Series:
-    return pd.Series(
-        [paper_text(t, a, mode) for t, a in zip(papers["title"], papers["abstract"], strict=True)],
-        index=papers["id"],
-    )
+    return pd.Series(papers_texts(papers, mode), index=papers["id"])
 
 
 def training_columns(pairs: pd.DataFrame, texts: pd.Series, loss: Loss) -> dict[str, list[Any]]:

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from arxiv_embed.text import TextMode, paper_text
+from arxiv_embed.text import TextMode, papers_texts
 
 
 def encode_papers(
@@ -16,7 +16,7 @@ def encode_papers(
     """L2-normalised float32 embeddings of ``papers`` (title + abstract or abstract, as ``mode`` says)."""
     if desc:
         print(f"encoding {len(papers)} papers: {desc}", flush=True)
-    texts = [paper_text(t, a, mode) for t, a in zip(papers["title"], papers["abstract"], strict=True)]
+    texts = papers_texts(papers, mode)
     embeddings = model.encode(
         texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=True
     )

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from typing import Literal
+from collections.abc import Mapping
+from typing import Any, Literal
 
 TextMode = Literal["title_abstract", "abstract"]
 
@@ -24,3 +25,8 @@ def paper_text(title: str, abstract: str, mode: TextMode = "title_abstract") -> 
         sep = " " if title.endswith((".", "?", "!")) else ". "
         return f"{title}{sep}{abstract}" if title else abstract
     raise ValueError(f"unknown text mode {mode!r}; expected 'title_abstract' or 'abstract'")
+
+
+def papers_texts(papers: Mapping[str, Any], mode: TextMode = "title_abstract") -> list[str]:
+    """The input texts of a table of papers (``title`` and ``abstract`` columns), in row order."""
+    return [paper_text(t, a, mode) for t, a in zip(papers["title"], papers["abstract"], strict=True)]

@@ -11,8 +11,9 @@ import pytest
 from pipeline_helpers import make_papers, run_stages
 
 from arxiv_embed.params import IREvalParams, LogregParams
+from arxiv_embed.text import papers_texts
 from stages.prepare import parse_record
-from stages.tfidf_baseline import TfidfParams, fit_vectorizer, texts, tfidf_baseline
+from stages.tfidf_baseline import TfidfParams, fit_vectorizer, tfidf_baseline
 
 PARAMS = TfidfParams(max_features=500, ngram_max=2, min_df=1, sublinear_tf=True)
 IR = IREvalParams(n_queries=12, n_corpus=40, batch_size=8)
@@ -21,8 +22,8 @@ CLF = LogregParams(C=10.0, max_iter=200, max_train_papers=60, max_test_papers=No
 
 def test_texts_follow_the_mode() -> None:
     df = pd.DataFrame({"title": ["On sets"], "abstract": ["We count."]})
-    assert texts(df, "title_abstract") == ["On sets. We count."]
-    assert texts(df, "abstract") == ["We count."]
+    assert papers_texts(df, "title_abstract") == ["On sets. We count."]
+    assert papers_texts(df, "abstract") == ["We count."]
 
 
 def test_fit_vectorizer_uses_the_params() -> None:
