@@ -120,10 +120,6 @@ def cosine_scores(query_emb: np.ndarray, corpus_emb: np.ndarray) -> np.ndarray:
     return norm(query_emb) @ norm(corpus_emb).T
 
 
-def prefixed(prefix: str, metrics: dict[str, float]) -> dict[str, float]:
-    return {f"{prefix}_{k}": v for k, v in metrics.items()}
-
-
 def stratified_sample(papers: pd.DataFrame, n: int | None, seed: int) -> pd.DataFrame:
     """At most ``n`` papers (all when ``n`` is None), keeping each subject's share; sorted by id."""
     papers = papers.sort_values("id", kind="stable").reset_index(drop=True)
