@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gc
 import logging
+import os
 import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -74,6 +76,7 @@ class Runtime:
     index_absent: str | None
     classifier: Classifier | None
     classifier_absent: str | None
+    solo_encoder: OnnxEncoder | None  # same model, more threads: for a call that has the machine to itself
 
 
 def _errors(*codes: int) -> dict[int | str, dict[str, object]]:
@@ -134,9 +137,26 @@ def _encode_fn(encoder: OnnxEncoder) -> Callable[[list[str]], np.ndarray]:
     return encode
 
 
+def usable_cores() -> int:
+    """CPUs this process may run on (its affinity mask, which containers narrow), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _solo_threads(settings: Settings) -> int:
+    return settings.solo_threads if settings.solo_threads is not None else usable_cores()
+
+
 def _load(settings: Settings, metrics: Metrics) -> tuple[OnnxEncoder, dict[str, object]]:
     encoder = OnnxEncoder(settings.model_dir, settings.onnx_file, threads=settings.threads)
-    loaded: dict[str, object] = {}
+    loaded: dict[str, object] = {"solo_encoder": None}
+    if _solo_threads(settings) > (settings.threads or usable_cores()):
+        # Its threads sleep between calls, so they leave the cores to the other workers' calls.
+        loaded["solo_encoder"] = OnnxEncoder(
+            settings.model_dir, settings.onnx_file, threads=_solo_threads(settings), spin=False
+        )
     loaded["index_absent"] = absent_reason(settings.index_dir, (INDEX_FILE, META_FILE))
     loaded["index"] = None
     if loaded["index_absent"] is None and settings.index_dir is not None:
@@ -156,6 +176,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         encoder, loaded = await asyncio.to_thread(_load, settings, metrics)
+        # What was loaded lives as long as the process: out of the garbage collector's sight, so a full
+        # collection does not walk the index's metadata strings in the middle of a request.
+        gc.collect()
+        gc.freeze()
+        solo = loaded["solo_encoder"]
         batcher = Batcher(
             _encode_fn(encoder),
             settings.max_batch_size,
@@ -164,15 +189,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             workers=settings.inference_workers,
             max_batch_tokens=settings.max_batch_tokens,
             on_batch=metrics.batch_size.observe,
+            solo_encode=_encode_fn(solo) if isinstance(solo, OnnxEncoder) else None,
+            solo_min_tokens=settings.solo_min_tokens,
         )
         metrics.queued.set_function(lambda: batcher.queued)
         batcher.start()
         app.state.runtime = Runtime(settings, encoder, batcher, metrics, **loaded)  # type: ignore[arg-type]
         log.info(
-            "ready: %s/%s (dim %d), index: %s, classifier: %s",
+            "ready: %s/%s (dim %d, %d worker(s) x %s thread(s), solo calls: %s), index: %s, classifier: %s",
             settings.model_dir,
             settings.onnx_file,
             encoder.dimension,
+            settings.inference_workers,
+            settings.threads or "all",
+            f"{_solo_threads(settings)} threads" if isinstance(solo, OnnxEncoder) else "off",
             loaded["index_absent"] or "loaded",
             loaded["classifier_absent"] or "loaded",
         )
@@ -181,6 +211,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             app.state.runtime = None
             await batcher.stop()
+            gc.unfreeze()
 
     app = FastAPI(
         title="arXiv embedding API",

@@ -7,7 +7,9 @@ model once in a thread, and hands each chunk its rows. On CPU a small budget win
 longest text costs more than the per-call overhead it saves (one abstract at a time runs about twice as fast
 per text as 32 padded together), while short texts still share calls. Several workers, each with its own
 thread and a single-threaded model call, run chunks side by side: on a few cores that wastes less CPU than
-one call spread over all cores, and it splits a long request across the cores.
+one call spread over all cores, and it splits a long request across the cores. A batch that has the machine
+to itself (no other call running, nothing queued) and is long enough may go to ``solo_encode`` instead, a
+model call that uses every core, so a lone abstract is not held to one core.
 """
 
 from __future__ import annotations
@@ -61,8 +63,13 @@ class Batcher:
         workers: int = 1,
         max_batch_tokens: int = 1 << 30,
         on_batch: Callable[[int], None] | None = None,
+        solo_encode: EncodeFn | None = None,
+        solo_min_tokens: int = 0,
     ) -> None:
         self._encode = encode
+        self._solo_encode = solo_encode
+        self._solo_min_tokens = solo_min_tokens
+        self._running = 0  # model calls in progress
         self._max_batch_size = max_batch_size
         self._max_batch_tokens = max_batch_tokens
         self._max_wait_s = max_wait_s
@@ -156,15 +163,22 @@ class Batcher:
             texts = [text for job in jobs for text in job.texts]
             if self._on_batch is not None:
                 self._on_batch(len(texts))
+            encode = self._encode
+            padded = len(texts) * max(job.longest for job in jobs)
+            alone = self._running == 0 and self._queue.empty() and not self._pending
+            if self._solo_encode is not None and alone and padded >= self._solo_min_tokens:
+                encode = self._solo_encode
+            self._running += 1
             self._inflight.update(job.future for job in jobs)
             try:
-                vectors = await loop.run_in_executor(self._executor, self._encode, texts)
+                vectors = await loop.run_in_executor(self._executor, encode, texts)
             except Exception as e:  # the model failed: every request of the batch gets the error
                 for job in jobs:
                     if not job.future.done():
                         job.future.set_exception(e)
                 continue
             finally:
+                self._running -= 1
                 self._inflight.difference_update(job.future for job in jobs)
             start = 0
             for job in jobs:

@@ -66,6 +66,7 @@ def classifier_dir(tmp_path_factory: pytest.TempPathFactory, encoder: OnnxEncode
 def settings(onnx_minilm_dir: Path, index_dir: Path, classifier_dir: Path) -> Settings:
     return Settings(
         model_dir=onnx_minilm_dir,
+        onnx_file="model.onnx",  # the fp32 graph, so vectors compare exactly with the `encoder` fixture
         index_dir=index_dir,
         classifier_dir=classifier_dir,
         max_items=8,

@@ -326,3 +326,18 @@ def test_base64_is_little_endian_float32(client: TestClient) -> None:
     floats = client.post("/v1/embeddings", json={"input": "abc"}).json()["data"]
     decoded = np.frombuffer(base64.b64decode(data[0]["embedding"]), dtype="<f4")
     np.testing.assert_allclose(decoded, floats[0]["embedding"], atol=1e-7)
+
+
+def test_lone_calls_use_the_solo_encoder_with_the_same_vectors(
+    settings: Settings, encoder: OnnxEncoder
+) -> None:
+    texts = ["Graph neural networks for molecules", "Dark matter halos of dwarf galaxies"]
+    app = create_app(changed(settings, threads=1, solo_threads=2, solo_min_tokens=0))
+    with TestClient(app) as client:
+        solo = app.state.runtime.solo_encoder
+        assert solo is not None and solo.model_file == settings.onnx_file
+        got = np.array(client.post("/embed", json={"input": texts}).json()["embeddings"])
+    np.testing.assert_allclose(got, encoder.encode(texts, normalize=True), atol=1e-5)
+    off = create_app(changed(settings, threads=1, solo_threads=1))
+    with TestClient(off):
+        assert off.state.runtime.solo_encoder is None

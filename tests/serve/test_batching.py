@@ -198,3 +198,28 @@ def test_cancelled_requests_are_skipped_and_stop_fails_waiting_ones() -> None:
                 await task
 
     run(scenario())
+
+
+def test_a_lone_long_batch_goes_to_the_solo_model() -> None:
+    async def scenario() -> None:
+        narrow, solo = FakeModel(), FakeModel()
+        batcher = Batcher(
+            narrow, max_batch_size=64, max_wait_s=0, max_queue=100, workers=2, solo_encode=solo,
+            solo_min_tokens=50,
+        )  # fmt: skip
+        batcher.start()
+        assert (await batcher.submit(["1"], [60])).tolist() == [[1.0]]  # alone and long: solo
+        assert (await batcher.submit(["2"], [10])).tolist() == [[2.0]]  # alone but short: narrow
+        narrow.gate.clear()
+        narrow.entered.clear()
+        short = asyncio.create_task(batcher.submit(["3"], [10]))
+        await until(narrow.entered)  # held inside the model
+        long = asyncio.create_task(batcher.submit(["4"], [60]))  # long, but another call is running
+        await asyncio.sleep(0.05)
+        narrow.gate.set()
+        assert (await short).tolist() == [[3.0]] and (await long).tolist() == [[4.0]]
+        assert solo.batches == [["1"]]
+        assert narrow.batches == [["2"], ["3"], ["4"]]
+        await batcher.stop()
+
+    run(scenario())
