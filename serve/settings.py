@@ -35,7 +35,9 @@ class Settings(BaseSettings):
     max_batch_tokens: int = Field(256, ge=1, description="padded tokens per inference call (texts x longest)")
     max_wait_ms: float = Field(0.0, ge=0, description="extra wait to fill a batch; 0 = take what is queued")
     max_queue: int = Field(1024, ge=1, description="texts waiting for inference before 429")
-    inference_workers: int = Field(2, ge=1, description="inference calls that run side by side")
+    inference_workers: int | None = Field(
+        None, ge=1, description="inference calls that run side by side (None: one per usable core)"
+    )
     threads: int | None = Field(1, ge=1, description="onnxruntime threads per call (None: one per core)")
     solo_threads: int | None = Field(
         None,
