@@ -33,13 +33,14 @@ def encode_papers(
 ) -> np.ndarray:
     """L2-normalised float32 embeddings of ``papers`` (title + abstract or abstract, as ``mode`` says).
 
-    On a GPU through :func:`fast_encode`; on a CPU through ``model.encode``, which is as fast there (the
-    model, not the tokenizer, is the bottleneck) and is the reference the fast path is checked against.
+    A model on a GPU goes through :func:`fast_encode`; anything else (a model on a CPU, any object with a
+    Sentence Transformers style ``encode``) through ``model.encode``, which is as fast on a CPU (the model, not
+    the tokenizer, is the bottleneck there) and is the reference the fast path is checked against.
     """
     if desc:
         print(f"encoding {len(papers)} papers: {desc}", flush=True)
     texts = papers_texts(papers, mode)
-    if model.device.type == "cuda":
+    if getattr(getattr(model, "device", None), "type", None) == "cuda":
         return fast_encode(model, texts, batch_size=batch_size)
     embeddings = model.encode(
         texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=True
