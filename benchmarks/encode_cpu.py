@@ -1,9 +1,10 @@
 """CPU encode throughput: Sentence Transformers (torch) vs ONNX Runtime fp32 vs int8, side by side.
 
-Encodes the same real abstracts (title + abstract, the pipeline's text) with the same batch size and the same
-number of threads in each engine, in interleaved rounds so that load from other processes falls on all of
-them alike, and prints a table: texts/s (median over rounds), speed-up vs torch (median of the per-round
-ratios) and cosine of each engine's vectors to torch's.
+Encodes the same real abstracts (title + abstract, the pipeline's text) with the same number of threads in
+each engine, at each of the batch sizes asked for, in interleaved rounds so that load from other processes
+falls on all of them alike, and prints a table: texts/s (median over rounds), speed-up vs torch at the same
+batch size and vs torch at its best batch size (medians of the per-round ratios), and cosine of each
+engine's vectors to torch's.
 
     uv run python benchmarks/encode_cpu.py                        # bundled all-MiniLM-L6-v2, 1,000 abstracts
     uv run python benchmarks/encode_cpu.py --model models/finetuned --onnx-dir models/onnx
@@ -72,7 +73,9 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=1000, help="abstracts to encode")
     parser.add_argument("--model", default=MINILM, help="SentenceTransformer: hub id, short name or folder")
     parser.add_argument("--onnx-dir", help="export folder of the same model (default: export to a temp dir)")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument(
+        "--batch-sizes", default="16,32", help="comma-separated; every engine runs at each of them"
+    )
     parser.add_argument("--threads", type=int, default=2, help="intra-op threads of torch and ONNX Runtime")
     parser.add_argument("--max-seq-length", type=int, default=256)
     parser.add_argument("--rounds", type=int, default=3, help="interleaved timed rounds (after a warm-up)")
@@ -92,43 +95,54 @@ def main() -> None:
         int8 = OnnxEncoder(onnx_dir, INT8_FILE, threads=args.threads)
         if fp32.max_seq_length != args.max_seq_length:
             raise SystemExit(f"{onnx_dir} was exported with max_seq_length {fp32.max_seq_length}")
-        engines: dict[str, Callable[[list[str]], np.ndarray]] = {
-            "sentence-transformers (torch fp32)": lambda t: model.encode(
-                t, batch_size=args.batch_size, normalize_embeddings=True, convert_to_numpy=True
+        batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
+        encoders: dict[str, Callable[[list[str], int], np.ndarray]] = {
+            "sentence-transformers (torch fp32)": lambda t, b: model.encode(
+                t, batch_size=b, normalize_embeddings=True, convert_to_numpy=True
             ),
-            "onnxruntime fp32": lambda t: fp32.encode(t, batch_size=args.batch_size),
-            "onnxruntime int8": lambda t: int8.encode(t, batch_size=args.batch_size),
+            "onnxruntime fp32": lambda t, b: fp32.encode(t, batch_size=b),
+            "onnxruntime int8": lambda t, b: int8.encode(t, batch_size=b),
         }
+        runs = [(name, b) for name in encoders for b in batch_sizes]
         load_before = os.getloadavg()
-        for encode in engines.values():  # warm-up: first-call allocations, lazy initialisation
-            encode(texts[: args.batch_size])
-        seconds: dict[str, list[float]] = {name: [] for name in engines}
-        vectors: dict[str, np.ndarray] = {}
+        for name, b in runs:  # warm-up: first-call allocations, lazy initialisation
+            encoders[name](texts[: 2 * b], b)
+        seconds: dict[tuple[str, int], list[float]] = {run: [] for run in runs}
+        vectors: dict[tuple[str, int], np.ndarray] = {}
         for _ in range(args.rounds):
-            for name, encode in engines.items():
+            for name, b in runs:
                 start = time.perf_counter()
-                vectors[name] = encode(texts)
-                seconds[name].append(time.perf_counter() - start)
+                vectors[name, b] = encoders[name](texts, b)
+                seconds[name, b].append(time.perf_counter() - start)
         load_after = os.getloadavg()
 
-    torch_name = next(iter(engines))
+    torch_name = next(iter(encoders))
+    torch_best = min(batch_sizes, key=lambda b: statistics.median(seconds[torch_name, b]))
     n_tokens = fp32.count_tokens(texts)
     print(
         f"{len(texts)} abstracts from {args.data} (title + abstract; tokens: median "
         f"{int(np.median(n_tokens))}, {np.mean(np.array(n_tokens) > args.max_seq_length):.0%} truncated at "
-        f"{args.max_seq_length})\nmodel {args.model}; batch {args.batch_size}; {args.threads} threads; "
+        f"{args.max_seq_length})\nmodel {args.model}; batch sizes {batch_sizes}; {args.threads} threads; "
         f"{args.rounds} rounds after a warm-up\nmachine: {cpu_name()}, {os.cpu_count()} CPUs; load average "
         f"{load_before[0]:.1f} before, {load_after[0]:.1f} after; torch {torch.__version__}, "
         f"onnxruntime {ort.__version__}\n"
     )
-    print("| engine | texts/s (median) | texts/s (best) | speed-up vs torch | cosine vs torch (mean / min) |")
-    print("|---|---:|---:|---:|---|")
-    for name in engines:
-        rates = [len(texts) / s for s in seconds[name]]
-        speedup = statistics.median(t / s for t, s in zip(seconds[torch_name], seconds[name], strict=True))
-        cosine = rowwise_cosine(vectors[name], vectors[torch_name])
+    print(
+        "| engine | batch | texts/s (median) | texts/s (best) | vs torch, same batch "
+        f"| vs torch at its best (batch {torch_best}) | cosine vs torch (mean / min) |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---|")
+
+    def ratio(reference: list[float], other: list[float]) -> float:
+        return statistics.median(r / o for r, o in zip(reference, other, strict=True))
+
+    for name, b in runs:
+        rates = [len(texts) / s for s in seconds[name, b]]
+        cosine = rowwise_cosine(vectors[name, b], vectors[torch_name, b])
         print(
-            f"| {name} | {statistics.median(rates):.1f} | {max(rates):.1f} | {speedup:.2f}x "
+            f"| {name} | {b} | {statistics.median(rates):.1f} | {max(rates):.1f} "
+            f"| {ratio(seconds[torch_name, b], seconds[name, b]):.2f}x "
+            f"| {ratio(seconds[torch_name, torch_best], seconds[name, b]):.2f}x "
             f"| {cosine.mean():.5f} / {cosine.min():.5f} |"
         )
 
