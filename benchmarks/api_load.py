@@ -4,15 +4,20 @@ All servers run at once, each a subprocess on a free loopback port, and every me
 them (the idle ones use no CPU), so load from elsewhere on the machine hits them alike; a small asyncio
 HTTP/1.1 keep-alive client sends a bounded number of OpenAI-style embedding requests at concurrency 1, 4
 and 16 for three payloads: one short text (a paper title), one abstract, a batch of 32 abstracts. Before the
-load, every server embeds the same texts and its vectors are compared with this service's (cosine), so the
+load, every server embeds the same texts and its vectors are compared with the first server's (cosine), so the
 table compares the same model. Prints requests/s, texts/s, p50 and p99 latency per server, payload and
 concurrency (markdown), and optionally writes them as JSON.
 
-    uv run python benchmarks/api_load.py                    # this service, infinity optimum and torch
+    uv run python benchmarks/api_load.py                    # all five servers below
     uv run python benchmarks/api_load.py --servers ours     # this service alone
 
+Servers: ``ours`` (``python -m serve`` with its defaults: the int8 graph), ``ours-fp32`` (the fp32 graph),
+infinity's ``optimum`` engine on its fp32 export and on that export quantized by ``optimum-cli onnxruntime
+quantize --avx2 --per_channel`` (infinity picks the quantized file on CPU), and its ``torch`` engine: int8
+against int8, fp32 against fp32.
+
 The model: ``models/onnx`` + ``models/finetuned`` when the pipeline produced them, else the bundled MiniLM,
-exported to ONNX here (``arxiv_embed.onnx.export_onnx``; infinity's own export with its ``optimum-cli``).
+exported to ONNX here (``arxiv_embed.onnx``; infinity's exports with its own ``optimum-cli``).
 infinity-emb lives in its own virtualenv, see benchmarks/README.md.
 """
 
@@ -40,6 +45,7 @@ CONCURRENCY = (1, 4, 16)
 # Requests per (payload, concurrency): bounded so one server's run takes about a minute on 2 cores.
 REQUESTS = {"short": 600, "abstract": 200, "batch32": 8}
 WARMUP = 20
+SERVER_NAMES = ("ours", "ours-fp32", "infinity-optimum", "infinity-optimum-int8", "infinity-torch")
 
 
 @dataclass(frozen=True)
@@ -259,60 +265,94 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
-def prepare_models(work: Path, infinity_venv: Path) -> tuple[Path, Path, Path]:
-    """(our ONNX folder, the SentenceTransformer folder, infinity's optimum export) of the same model."""
-    if (REPO / "models/onnx/model.onnx").exists() and (REPO / "models/finetuned").exists():
+@dataclass(frozen=True)
+class Models:
+    """The same model in every form the servers load."""
+
+    onnx_dir: Path  # ours: model.onnx (fp32) and model_int8.onnx
+    st_dir: Path  # the SentenceTransformer folder (infinity's torch engine)
+    optimum_dir: Path  # infinity's own fp32 export
+    optimum_int8_dir: Path  # the same, quantized by optimum for AVX2 (infinity prefers it on CPU)
+
+
+def prepare_models(work: Path, infinity_venv: Path) -> Models:
+    """Ours from the pipeline (models/onnx + models/finetuned) or exported here; infinity's with its own tools."""
+    from arxiv_embed.onnx import INT8_FILE, MODEL_FILE
+
+    if (REPO / "models/onnx" / MODEL_FILE).exists() and (REPO / "models/finetuned").exists():
         onnx_dir, st_dir = REPO / "models/onnx", REPO / "models/finetuned"
     else:
         from arxiv_embed.models import resolve_model
 
         st_dir = Path(resolve_model("sentence-transformers/all-MiniLM-L6-v2"))
         onnx_dir = work / "onnx"
-        if not (onnx_dir / "model.onnx").exists():
+        if not (onnx_dir / MODEL_FILE).exists():
             from arxiv_embed.onnx import export_onnx
 
             export_onnx(st_dir, onnx_dir, 256)
+    if not (onnx_dir / INT8_FILE).exists():
+        from arxiv_embed.onnx import quantize_int8
+
+        quantize_int8(onnx_dir / MODEL_FILE, onnx_dir / INT8_FILE)
+    env = os.environ | {"HF_HUB_OFFLINE": "1", "DO_NOT_TRACK": "1"}
+    cli = str(infinity_venv / "bin/optimum-cli")
     optimum_dir = work / f"optimum-{st_dir.name}"
     if not (optimum_dir / "model.onnx").exists():
         subprocess.run(
             [
-                str(infinity_venv / "bin/optimum-cli"),
+                cli,
                 *("export", "onnx", "--model", str(st_dir), "--task", "feature-extraction"),
                 *("--library-name", "transformers", str(optimum_dir)),
             ],
             check=True,
-            env=os.environ | {"HF_HUB_OFFLINE": "1", "DO_NOT_TRACK": "1"},
+            env=env,
         )
-    return onnx_dir, st_dir, optimum_dir
+    optimum_int8_dir = work / f"optimum-{st_dir.name}-int8"
+    if not (optimum_int8_dir / "model_quantized.onnx").exists():
+        subprocess.run(
+            [
+                *(cli, "onnxruntime", "quantize", "--onnx_model", str(optimum_dir)),
+                "--avx2",
+                "--per_channel",
+                "-o",
+                str(optimum_int8_dir),
+            ],
+            check=True,
+            env=env,
+        )
+    return Models(onnx_dir, st_dir, optimum_dir, optimum_int8_dir)
 
 
-def servers(onnx_dir: Path, st_dir: Path, optimum_dir: Path, infinity_venv: Path) -> dict[str, Server]:
+def servers(models: Models, infinity_venv: Path) -> dict[str, Server]:
     peer_env = {"HF_HUB_OFFLINE": "1", "DO_NOT_TRACK": "1", "INFINITY_ANONYMOUS_USAGE_STATS": "0"}
     infinity = [str(infinity_venv / "bin/infinity_emb"), "v2", "--port", "{port}", "--log-level", "warning"]
+    optimum = [*infinity, "--model-id", ".", "--engine", "optimum", "--pooling-method", "mean"]
+    ours_env = {"ARXIV_EMBED_MODEL_DIR": str(models.onnx_dir), "ARXIV_EMBED_LOG_LEVEL": "warning"}
+    ours = [sys.executable, "-m", "serve"]
     return {
-        "ours": Server(
-            "ours",
-            [sys.executable, "-m", "serve"],
+        # The service as the image runs it: its defaults (int8 graph), nothing tuned for the benchmark.
+        "ours": Server("ours", ours, REPO, ours_env, "/v1/embeddings", "arxiv-embed-minilm"),
+        "ours-fp32": Server(
+            "ours-fp32",
+            ours,
             REPO,
-            {"ARXIV_EMBED_MODEL_DIR": str(onnx_dir), "ARXIV_EMBED_LOG_LEVEL": "warning"},
+            ours_env | {"ARXIV_EMBED_ONNX_FILE": "model.onnx"},
             "/v1/embeddings",
             "arxiv-embed-minilm",
         ),
         "infinity-optimum": Server(
-            "infinity-optimum",
-            [*infinity, "--model-id", ".", "--engine", "optimum", "--pooling-method", "mean"],
-            optimum_dir,
-            peer_env,
-            "/embeddings",
-            ".",
+            "infinity-optimum", optimum, models.optimum_dir, peer_env, "/embeddings", "."
+        ),
+        "infinity-optimum-int8": Server(
+            "infinity-optimum-int8", optimum, models.optimum_int8_dir, peer_env, "/embeddings", "."
         ),
         "infinity-torch": Server(
             "infinity-torch",
-            [*infinity, "--model-id", str(st_dir), "--engine", "torch", "--pooling-method", "mean"],
+            [*infinity, "--model-id", str(models.st_dir), "--engine", "torch", "--pooling-method", "mean"],
             REPO,
             peer_env,
             "/embeddings",
-            str(st_dir),
+            str(models.st_dir),
         ),
     }
 
@@ -326,7 +366,11 @@ def markdown(rows: list[dict[str, object]]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--servers", default="ours,infinity-optimum,infinity-torch")
+    parser.add_argument(
+        "--servers",
+        default="ours,infinity-optimum-int8,ours-fp32,infinity-optimum,infinity-torch",
+        help=f"comma-separated, from: {', '.join(SERVER_NAMES)}",
+    )
     parser.add_argument("--payloads", default=",".join(PAYLOADS))
     parser.add_argument("--concurrency", default=",".join(map(str, CONCURRENCY)))
     parser.add_argument("--scale", type=float, default=1.0, help="multiply the request counts")
@@ -338,8 +382,7 @@ def main() -> None:
 
     args.work.mkdir(parents=True, exist_ok=True)
     titles, abstracts = load_texts(512, args.data)
-    onnx_dir, st_dir, optimum_dir = prepare_models(args.work, args.infinity_venv)
-    available = servers(onnx_dir, st_dir, optimum_dir, args.infinity_venv)
+    available = servers(prepare_models(args.work, args.infinity_venv), args.infinity_venv)
     chosen = [available[name] for name in args.servers.split(",")]
     payloads = args.payloads.split(",")
     levels = [int(c) for c in args.concurrency.split(",")]
