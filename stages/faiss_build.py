@@ -1,6 +1,9 @@
 """FAISS build: a search index of the prepared papers, embedded with the exported ONNX model.
 
-Reads   ``${paths.prepared}``, ``${paths.onnx_dir}`` (``faiss_build.model_file``: int8 or fp32).
+Reads   ``${paths.prepared}``, and ``${paths.onnx_dir}`` (``faiss_build.model_file``: int8 or fp32) with
+        ``faiss_build.encoder: onnx`` (ONNX Runtime on the CPU) or ``${paths.model_dir}`` with ``encoder: torch``
+        (the fine-tuned model through :func:`arxiv_embed.encode.fast_encode`: fp16 on a GPU when there is one,
+        for large corpora; the API then embeds queries with a different graph of the same model).
 Params  ``faiss_build`` (index type and its settings), ``meta``.
 Writes  ``${paths.faiss_dir}/index.faiss`` (inner product over L2-normalised vectors = cosine) and
         ``${paths.faiss_dir}/meta.parquet`` (row i of the index -> ``id``, ``title``, ``subject``);
@@ -14,6 +17,7 @@ in the index as such (it holds title + abstract), like the short queries the API
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -36,10 +40,12 @@ K = 10
 
 @dataclass(frozen=True)
 class FaissBuildParams:
+    encoder: Literal["onnx", "torch"]
     model_file: str
     index: Literal["flat", "ivf", "hnsw"]
     max_papers: int | None
     batch_size: int
+    torch_batch_size: int
     threads: int | None
     ivf_nlist: int
     ivf_nprobe: int
@@ -70,6 +76,26 @@ def build_index(vectors: np.ndarray, params: FaissBuildParams) -> faiss.Index:
         raise ValueError(f"unknown index type {params.index!r}; expected flat, ivf or hnsw")
     index.add(vectors)
     return index
+
+
+def corpus_encoder(
+    params: FaissBuildParams, onnx_dir: str | Path, model_dir: str | Path, max_seq_length: int
+) -> Callable[[list[str]], np.ndarray]:
+    """Texts -> L2-normalised float32 vectors, with the encoder ``params.encoder`` names."""
+    if params.encoder == "onnx":
+        onnx = OnnxEncoder(onnx_dir, params.model_file, threads=params.threads)
+        return lambda texts: onnx.encode(texts, batch_size=params.batch_size)
+    if params.encoder != "torch":
+        raise ValueError(f"unknown encoder {params.encoder!r}; expected onnx or torch")
+    import torch
+
+    from arxiv_embed.encode import fast_encode
+    from arxiv_embed.models import load_model
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = load_model(str(model_dir), device=device, max_seq_length=max_seq_length)
+    print(f"encoding with {model_dir} on {device}", flush=True)
+    return lambda texts: fast_encode(model, texts, batch_size=params.torch_batch_size)
 
 
 def recall_at_k(found: np.ndarray, exact: np.ndarray, k: int = K) -> float:
@@ -103,19 +129,19 @@ def main() -> None:
     mode: TextMode = meta.text_mode
     if params.threads is not None:
         faiss.omp_set_num_threads(params.threads)
-    encoder = OnnxEncoder(paths.onnx_dir, params.model_file, threads=params.threads)
+    encode = corpus_encoder(params, paths.onnx_dir, paths.model_dir, meta.max_seq_length)
     papers = stratified_sample(read_parquet(paths.prepared), params.max_papers, meta.seed)
 
     start = time.perf_counter()
     texts = papers_texts(papers, mode)
-    vectors = encoder.encode(texts, batch_size=params.batch_size)
+    vectors = encode(texts)
     encode_seconds = time.perf_counter() - start
     start = time.perf_counter()
     index = build_index(vectors, params)
     build_seconds = time.perf_counter() - start
 
     held_out = papers.sample(n=min(params.n_recall_queries, len(papers)), random_state=meta.seed)
-    queries = encoder.encode(held_out["title"].tolist(), batch_size=params.batch_size)
+    queries = encode(held_out["title"].tolist())
     out = Path(paths.faiss_dir)
     out.mkdir(parents=True, exist_ok=True)
     faiss.write_index(index, str(out / INDEX_FILE))

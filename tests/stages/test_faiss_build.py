@@ -13,16 +13,19 @@ import pytest
 import yaml
 from pipeline_helpers import run_stages
 
+from arxiv_embed.models import MINILM, resolve_model
 from arxiv_embed.onnx import OnnxEncoder
 from stages.faiss_build import FaissBuildParams, build_index, paper_meta, recall_at_k, search_metrics
 
 pytest_plugins = ["onnx_fixtures"]
 
 PARAMS = FaissBuildParams(
+    encoder="onnx",
     model_file="model_int8.onnx",
     index="flat",
     max_papers=None,
     batch_size=16,
+    torch_batch_size=16,
     threads=None,
     ivf_nlist=8,
     ivf_nprobe=8,
@@ -99,15 +102,21 @@ def test_paper_meta_keeps_row_order() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["flat", "hnsw"])
-def test_main_builds_index_and_metadata(kind: str, tiny_project: Path, onnx_minilm_dir: Path) -> None:
+@pytest.mark.parametrize(("kind", "encoder"), [("flat", "onnx"), ("hnsw", "onnx"), ("flat", "torch")])
+def test_main_builds_index_and_metadata(
+    kind: str, encoder: str, tiny_project: Path, onnx_minilm_dir: Path
+) -> None:
     run_stages("prepare")
     params = yaml.safe_load(Path("params.yaml").read_text())
-    params["faiss_build"].update(index=kind, batch_size=16, n_recall_queries=20, hnsw_m=16)
+    params["faiss_build"].update(
+        index=kind, encoder=encoder, batch_size=16, torch_batch_size=16, n_recall_queries=20, hnsw_m=16
+    )
     Path("params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     onnx_dir = Path(params["paths"]["onnx_dir"])
     onnx_dir.parent.mkdir(parents=True, exist_ok=True)
     onnx_dir.symlink_to(onnx_minilm_dir, target_is_directory=True)
+    # encoder torch: the bundled MiniLM stands in for the fine-tuned model that onnx_minilm_dir exports
+    Path(params["paths"]["model_dir"]).symlink_to(resolve_model(MINILM), target_is_directory=True)
 
     run_stages("faiss_build")
 
