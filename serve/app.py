@@ -191,6 +191,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             on_batch=metrics.batch_size.observe,
             solo_encode=_encode_fn(solo) if isinstance(solo, OnnxEncoder) else None,
             solo_min_tokens=settings.solo_min_tokens,
+            max_padding=settings.max_padding,
         )
         metrics.queued.set_function(lambda: batcher.queued)
         batcher.start()

@@ -2,7 +2,8 @@
 
 A request's texts are cut into chunks (longest first) whose padded size, texts x longest text in tokens,
 stays within ``max_batch_tokens``; the chunks go on an asyncio queue. A worker takes a chunk and adds
-whatever else is queued while the budget allows (optionally waiting ``max_wait_s`` for more), runs the
+whatever else is queued while the budgets allow (padded tokens, and the share of them that would be padding:
+``max_padding``; optionally waiting ``max_wait_s`` for more), runs the
 model once in a thread, and hands each chunk its rows. On CPU a small budget wins: padding a batch to its
 longest text costs more than the per-call overhead it saves (one abstract at a time runs about twice as fast
 per text as 32 padded together), while short texts still share calls. Several workers, each with its own
@@ -48,6 +49,7 @@ def plan_chunks(tokens: Sequence[int], max_batch_tokens: int, max_batch_size: in
 class _Job:
     texts: list[str]
     longest: int  # tokens of the longest text
+    tokens: int  # tokens of all its texts
     future: asyncio.Future[np.ndarray] = field(repr=False)
 
 
@@ -65,10 +67,12 @@ class Batcher:
         on_batch: Callable[[int], None] | None = None,
         solo_encode: EncodeFn | None = None,
         solo_min_tokens: int = 0,
+        max_padding: float = 1.0,
     ) -> None:
         self._encode = encode
         self._solo_encode = solo_encode
         self._solo_min_tokens = solo_min_tokens
+        self._max_padding = max_padding
         self._running = 0  # model calls in progress
         self._max_batch_size = max_batch_size
         self._max_batch_tokens = max_batch_tokens
@@ -115,7 +119,10 @@ class Batcher:
             raise Overloaded(f"{self._queued_texts} texts are waiting for inference; retry later")
         loop = asyncio.get_running_loop()
         chunks = plan_chunks(tokens, self._max_batch_tokens, self._max_batch_size)
-        jobs = [_Job([texts[i] for i in c], tokens[c[0]], loop.create_future()) for c in chunks]
+        jobs = [
+            _Job([texts[i] for i in c], tokens[c[0]], sum(tokens[i] for i in c), loop.create_future())
+            for c in chunks
+        ]
         for job in jobs:
             self._queue.put_nowait(job)
         self._queued_texts += len(texts)
@@ -131,7 +138,7 @@ class Batcher:
 
     async def _next_batch(self) -> list[_Job]:
         first = self._pending.popleft() if self._pending else await self._queue.get()
-        jobs, size, longest = [first], len(first.texts), first.longest
+        jobs, size, longest, real = [first], len(first.texts), first.longest, first.tokens
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._max_wait_s
         while size < self._max_batch_size:
@@ -145,12 +152,13 @@ class Batcher:
                     job = await asyncio.wait_for(self._queue.get(), remaining)
                 except TimeoutError:
                     break
-            grown = size + len(job.texts)
-            if grown > self._max_batch_size or grown * max(longest, job.longest) > self._max_batch_tokens:
+            grown, padded = size + len(job.texts), (size + len(job.texts)) * max(longest, job.longest)
+            wasted = 1 - (real + job.tokens) / padded
+            if grown > self._max_batch_size or padded > self._max_batch_tokens or wasted > self._max_padding:
                 self._pending.appendleft(job)
                 break
             jobs.append(job)
-            size, longest = grown, max(longest, job.longest)
+            size, longest, real = grown, max(longest, job.longest), real + job.tokens
         self._queued_texts -= sum(len(job.texts) for job in jobs)
         return [job for job in jobs if not job.future.done()]  # a client that went away is skipped
 

@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     # Dynamic batching: concurrent requests share one inference call.
     max_batch_size: int = Field(64, ge=1, description="texts per inference call")
     max_batch_tokens: int = Field(256, ge=1, description="padded tokens per inference call (texts x longest)")
+    max_padding: float = Field(
+        0.2, ge=0, le=1, description="share of padding tokens above which queued requests do not share a call"
+    )
     max_wait_ms: float = Field(0.0, ge=0, description="extra wait to fill a batch; 0 = take what is queued")
     max_queue: int = Field(1024, ge=1, description="texts waiting for inference before 429")
     inference_workers: int | None = Field(

@@ -223,3 +223,26 @@ def test_a_lone_long_batch_goes_to_the_solo_model() -> None:
         await batcher.stop()
 
     run(scenario())
+
+
+def test_requests_that_would_be_mostly_padding_do_not_share_a_call() -> None:
+    async def scenario() -> None:
+        model = FakeModel(hold_first=True)
+        batcher = Batcher(model, max_batch_size=64, max_wait_s=0, max_queue=100, max_padding=0.2)
+        batcher.start()
+        first = asyncio.create_task(batcher.submit(["0"], [5]))
+        await until(model.entered)
+        tasks = [
+            asyncio.create_task(batcher.submit(["1"], [10])),
+            asyncio.create_task(batcher.submit(["2"], [9])),  # 2 x 10 padded, 19 real: 5% padding
+            asyncio.create_task(batcher.submit(["3"], [4])),  # 3 x 10 padded, 23 real: 23% > 20%
+            asyncio.create_task(batcher.submit(["4"], [3])),  # with "3": 2 x 4 padded, 7 real: 12.5%
+        ]
+        await asyncio.sleep(0.05)
+        model.gate.set()
+        await first
+        await asyncio.gather(*tasks)
+        assert model.batches == [["0"], ["1", "2"], ["3", "4"]]
+        await batcher.stop()
+
+    run(scenario())
