@@ -152,10 +152,11 @@ def _solo_threads(settings: Settings) -> int:
 def _load(settings: Settings, metrics: Metrics) -> tuple[OnnxEncoder, dict[str, object]]:
     encoder = OnnxEncoder(settings.model_dir, settings.onnx_file, threads=settings.threads)
     loaded: dict[str, object] = {"solo_encoder": None}
-    if _solo_threads(settings) > (settings.threads or usable_cores()):
+    solo_threads = _solo_threads(settings)
+    if solo_threads > (settings.threads or usable_cores()):
         # Its threads sleep between calls, so they leave the cores to the other workers' calls.
         loaded["solo_encoder"] = OnnxEncoder(
-            settings.model_dir, settings.onnx_file, threads=_solo_threads(settings), spin=False
+            settings.model_dir, settings.onnx_file, threads=solo_threads, spin=False
         )
     loaded["index_absent"] = absent_reason(settings.index_dir, (INDEX_FILE, META_FILE))
     loaded["index"] = None
@@ -181,12 +182,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         gc.collect()
         gc.freeze()
         solo = loaded["solo_encoder"]
+        workers = settings.inference_workers or usable_cores()
         batcher = Batcher(
             _encode_fn(encoder),
             settings.max_batch_size,
             settings.max_wait_ms / 1000,
             settings.max_queue,
-            workers=settings.inference_workers or usable_cores(),
+            workers=workers,
             max_batch_tokens=settings.max_batch_tokens,
             on_batch=metrics.batch_size.observe,
             solo_encode=_encode_fn(solo) if isinstance(solo, OnnxEncoder) else None,
@@ -201,7 +203,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings.model_dir,
             settings.onnx_file,
             encoder.dimension,
-            settings.inference_workers or usable_cores(),
+            workers,
             settings.threads or "all",
             f"{_solo_threads(settings)} threads" if isinstance(solo, OnnxEncoder) else "off",
             loaded["index_absent"] or "loaded",
