@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -112,6 +113,17 @@ def test_int8_close_to_sentence_transformers(onnx_minilm_dir: Path, reference: n
     assert cosine.min() >= 0.95
     # Quantized, not the fp32 model under another name.
     assert cosine.min() < 0.9999
+
+
+def test_int8_graph_fuses_attention_but_not_the_slow_kernels(onnx_minilm_dir: Path) -> None:
+    import onnx
+
+    ops = Counter(node.op_type for node in onnx.load(str(onnx_minilm_dir / INT8_FILE)).graph.node)
+    assert ops["QAttention"] == 6  # one per layer: the int8 QKV projection and attention in one op
+    assert ops["LayerNormalization"] == 12  # two per layer, each after a plain residual Add
+    assert ops["SkipLayerNormalization"] == 0
+    assert ops["BiasGelu"] == 0
+    assert ops["Gelu"] == 6
 
 
 def test_encode_keeps_input_order_across_batches(encoder: OnnxEncoder) -> None:
