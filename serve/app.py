@@ -145,6 +145,14 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
+def worker_cpus(settings: Settings, workers: int) -> list[int] | None:
+    """The cores to pin the inference workers to, one each, or None (not asked, not Linux, too few cores)."""
+    if not settings.pin_workers or not hasattr(os, "sched_setaffinity"):
+        return None
+    cpus = sorted(os.sched_getaffinity(0))
+    return cpus[:workers] if workers <= len(cpus) else None
+
+
 def _solo_threads(settings: Settings) -> int:
     return settings.solo_threads if settings.solo_threads is not None else usable_cores()
 
@@ -183,6 +191,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         gc.freeze()
         solo = loaded["solo_encoder"]
         workers = settings.inference_workers or usable_cores()
+        cpus = worker_cpus(settings, workers)
         batcher = Batcher(
             _encode_fn(encoder),
             settings.max_batch_size,
@@ -194,17 +203,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             solo_encode=_encode_fn(solo) if isinstance(solo, OnnxEncoder) else None,
             solo_min_tokens=settings.solo_min_tokens,
             max_padding=settings.max_padding,
+            cpus=cpus,
         )
         metrics.queued.set_function(lambda: batcher.queued)
         batcher.start()
         app.state.runtime = Runtime(settings, encoder, batcher, metrics, **loaded)  # type: ignore[arg-type]
         log.info(
-            "ready: %s/%s (dim %d, %d worker(s) x %s thread(s), solo calls: %s), index: %s, classifier: %s",
+            "ready: %s/%s (dim %d, %d worker(s) x %s thread(s), pinned: %s, solo calls: %s), index: %s, "
+            "classifier: %s",
             settings.model_dir,
             settings.onnx_file,
             encoder.dimension,
             workers,
             settings.threads or "all",
+            cpus or "no",
             f"{_solo_threads(settings)} threads" if isinstance(solo, OnnxEncoder) else "off",
             loaded["index_absent"] or "loaded",
             loaded["classifier_absent"] or "loaded",

@@ -10,13 +10,18 @@ per text as 32 padded together), while short texts still share calls. Several wo
 thread and a single-threaded model call, run chunks side by side: on a few cores that wastes less CPU than
 one call spread over all cores, and it splits a long request across the cores. A batch that has the machine
 to itself (no other call running, nothing queued) and is long enough may go to ``solo_encode`` instead, a
-model call that uses every core, so a lone abstract is not held to one core.
+model call that uses every core, so a lone abstract is not held to one core. With ``cpus``, worker thread i
+runs on ``cpus[i]`` only (Linux): two single-threaded model calls then never share a core while the other
+core serves the event loop, and each keeps its core's caches.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
+import os
+import threading
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -45,6 +50,19 @@ def plan_chunks(tokens: Sequence[int], max_batch_tokens: int, max_batch_size: in
     return chunks
 
 
+def _pinner(cpus: list[int]) -> Callable[[], None]:
+    """A thread initializer that pins the i-th thread it starts to ``cpus[i % len(cpus)]``."""
+    count = itertools.count()
+    lock = threading.Lock()
+
+    def pin() -> None:
+        with lock:
+            i = next(count)
+        os.sched_setaffinity(0, {cpus[i % len(cpus)]})  # 0: the calling thread
+
+    return pin
+
+
 @dataclass
 class _Job:
     texts: list[str]
@@ -68,6 +86,7 @@ class Batcher:
         solo_encode: EncodeFn | None = None,
         solo_min_tokens: int = 0,
         max_padding: float = 1.0,
+        cpus: Sequence[int] | None = None,
     ) -> None:
         self._encode = encode
         self._solo_encode = solo_encode
@@ -84,7 +103,11 @@ class Batcher:
         self._queued_texts = 0
         self._inflight: set[asyncio.Future[np.ndarray]] = set()
         self._workers = workers
-        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="inference")
+        self._executor = ThreadPoolExecutor(
+            max_workers=workers,
+            thread_name_prefix="inference",
+            initializer=_pinner(list(cpus)) if cpus else None,
+        )
         self._tasks: list[asyncio.Task[None]] = []
 
     @property

@@ -42,6 +42,10 @@ class Settings(BaseSettings):
         None, ge=1, description="inference calls that run side by side (None: one per usable core)"
     )
     threads: int | None = Field(1, ge=1, description="onnxruntime threads per call (None: one per core)")
+    pin_workers: bool = Field(
+        True,
+        description="pin inference worker i to usable core i (Linux; only when workers <= usable cores)",
+    )
     solo_threads: int | None = Field(
         None,
         ge=1,

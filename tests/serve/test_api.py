@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
 import threading
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from onnx_fixtures import ONNX_TEST_MAX_SEQ_LENGTH
 from serve_helpers import changed
 
 from arxiv_embed.onnx import OnnxEncoder
-from serve.app import create_app
+from serve.app import create_app, worker_cpus
 from serve.batching import Batcher
 from serve.settings import Settings
 
@@ -341,3 +342,12 @@ def test_lone_calls_use_the_solo_encoder_with_the_same_vectors(
     off = create_app(changed(settings, threads=1, solo_threads=1))
     with TestClient(off):
         assert off.state.runtime.solo_encoder is None
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="thread affinity is Linux-only")
+def test_worker_cpus_one_usable_core_per_worker(settings: Settings) -> None:
+    allowed = sorted(os.sched_getaffinity(0))
+    assert worker_cpus(settings, 1) == allowed[:1]
+    assert worker_cpus(settings, len(allowed)) == allowed
+    assert worker_cpus(settings, len(allowed) + 1) is None  # more workers than cores: the OS places them
+    assert worker_cpus(changed(settings, pin_workers=False), 1) is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from collections.abc import Coroutine
 from typing import Any
@@ -246,3 +247,24 @@ def test_requests_that_would_be_mostly_padding_do_not_share_a_call() -> None:
         await batcher.stop()
 
     run(scenario())
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="thread affinity is Linux-only")
+def test_workers_are_pinned_to_their_cpus_and_the_caller_is_not() -> None:
+    allowed = sorted(os.sched_getaffinity(0))
+    cpus = [allowed[-1]]  # one core for every worker: each worker thread reports where it may run
+    seen: list[set[int]] = []
+
+    def encode(texts: list[str]) -> np.ndarray:
+        seen.append(os.sched_getaffinity(0))
+        return np.array([[float(t)] for t in texts], dtype=np.float32)
+
+    async def scenario() -> None:
+        batcher = Batcher(encode, 64, 0.0, 1024, workers=2, cpus=cpus)
+        batcher.start()
+        await asyncio.gather(*(batcher.submit([str(i)], ones(1)) for i in range(6)))
+        await batcher.stop()
+
+    run(scenario())
+    assert seen and all(s == set(cpus) for s in seen)
+    assert sorted(os.sched_getaffinity(0)) == allowed  # the event loop's thread keeps every core
