@@ -137,20 +137,21 @@ def _encode_fn(encoder: OnnxEncoder) -> Callable[[list[str]], np.ndarray]:
     return encode
 
 
+def usable_cpus() -> list[int] | None:
+    """The CPUs this process may run on (its affinity mask, which containers narrow); None off Linux."""
+    return sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+
+
 def usable_cores() -> int:
-    """CPUs this process may run on (its affinity mask, which containers narrow), at least 1."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+    """How many CPUs this process may run on, at least 1."""
+    cpus = usable_cpus()
+    return max(1, len(cpus)) if cpus is not None else os.cpu_count() or 1
 
 
 def worker_cpus(settings: Settings, workers: int) -> list[int] | None:
     """The cores to pin the inference workers to, one each, or None (not asked, not Linux, too few cores)."""
-    if not settings.pin_workers or not hasattr(os, "sched_setaffinity"):
-        return None
-    cpus = sorted(os.sched_getaffinity(0))
-    return cpus[:workers] if workers <= len(cpus) else None
+    cpus = usable_cpus() if settings.pin_workers else None
+    return cpus[:workers] if cpus is not None and workers <= len(cpus) else None
 
 
 def _solo_threads(settings: Settings) -> int:

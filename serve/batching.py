@@ -175,7 +175,8 @@ class Batcher:
                     job = await asyncio.wait_for(self._queue.get(), remaining)
                 except TimeoutError:
                     break
-            grown, padded = size + len(job.texts), (size + len(job.texts)) * max(longest, job.longest)
+            grown = size + len(job.texts)
+            padded = grown * max(longest, job.longest)
             wasted = 1 - (real + job.tokens) / padded
             if grown > self._max_batch_size or padded > self._max_batch_tokens or wasted > self._max_padding:
                 self._pending.appendleft(job)
