@@ -1,18 +1,23 @@
 """Dynamic batching: concurrent requests share inference calls, sized by a budget of padded tokens.
 
 A request's texts are cut into chunks (longest first) whose padded size, texts x longest text in tokens,
-stays within ``max_batch_tokens``; the chunks go on an asyncio queue. A worker takes a chunk and adds
-whatever else is queued while the budgets allow (padded tokens, and the share of them that would be padding:
-``max_padding``; optionally waiting ``max_wait_s`` for more), runs the
-model once in a thread, and hands each chunk its rows. On CPU a small budget wins: padding a batch to its
-longest text costs more than the per-call overhead it saves (one abstract at a time runs about twice as fast
-per text as 32 padded together), while short texts still share calls. Several workers, each with its own
-thread and a single-threaded model call, run chunks side by side: on a few cores that wastes less CPU than
-one call spread over all cores, and it splits a long request across the cores. A batch that has the machine
-to itself (no other call running, nothing queued) and is long enough may go to ``solo_encode`` instead, a
-model call that uses every core, so a lone abstract is not held to one core. With ``cpus``, worker thread i
-runs on ``cpus[i]`` only (Linux): two single-threaded model calls then never share a core while the other
-core serves the event loop, and each keeps its core's caches.
+stays within ``max_batch_tokens``; the chunks wait in arrival order. A worker takes the first chunk and adds
+the next ones while the budgets allow (padded tokens, and the share of them that would be padding:
+``max_padding``; optionally waiting ``max_wait_s`` for more), runs the model once in a thread, and hands each
+chunk its rows. It takes no more than its share of the waiting texts (their number over the workers, rounded
+down) and leaves the rest to the next free worker: with a few short requests in flight, two titles then run
+side by side on two cores instead of one after the other in one padded call, while under load the share
+grows and calls batch up to the budgets.
+
+On CPU a small budget wins: padding a batch to its longest text costs more than the per-call overhead it
+saves (one abstract at a time runs about twice as fast per text as 32 padded together), while short texts
+still share calls. Several workers, each with its own thread and a single-threaded model call, run chunks
+side by side: on a few cores that wastes less CPU than one call spread over all cores, and it splits a long
+request across the cores. A batch that has the machine to itself (no other call running, nothing waiting)
+and is long enough may go to ``solo_encode`` instead, a model call that uses every core, so a lone abstract
+is not held to one core. With ``cpus``, worker thread i runs on ``cpus[i]`` only (Linux): two
+single-threaded model calls then never share a core while the other core serves the event loop, and each
+keeps its core's caches.
 """
 
 from __future__ import annotations
@@ -98,8 +103,8 @@ class Batcher:
         self._max_wait_s = max_wait_s
         self._max_queue = max_queue
         self._on_batch = on_batch
-        self._queue: asyncio.Queue[_Job] = asyncio.Queue()
-        self._pending: deque[_Job] = deque()  # taken off the queue, did not fit the last batch
+        self._waiting: deque[_Job] = deque()  # chunks in arrival order
+        self._arrived = asyncio.Condition()  # notified when chunks are added, or left for another worker
         self._queued_texts = 0
         self._inflight: set[asyncio.Future[np.ndarray]] = set()
         self._workers = workers
@@ -121,14 +126,12 @@ class Batcher:
 
     async def stop(self) -> None:
         """Stop the workers; requests in inference or still queued get an error."""
-        futures = [*self._inflight, *(job.future for job in self._pending)]
+        futures = [*self._inflight, *(job.future for job in self._waiting)]
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        while not self._queue.empty():
-            futures.append(self._queue.get_nowait().future)
         for future in futures:
             if not future.done():
                 future.set_exception(RuntimeError("server is shutting down"))
@@ -146,9 +149,10 @@ class Batcher:
             _Job([texts[i] for i in c], tokens[c[0]], sum(tokens[i] for i in c), loop.create_future())
             for c in chunks
         ]
-        for job in jobs:
-            self._queue.put_nowait(job)
-        self._queued_texts += len(texts)
+        async with self._arrived:
+            self._waiting.extend(jobs)
+            self._queued_texts += len(texts)
+            self._arrived.notify(len(jobs))
         try:
             parts = await asyncio.gather(*(job.future for job in jobs))
         finally:
@@ -160,30 +164,36 @@ class Batcher:
         return out
 
     async def _next_batch(self) -> list[_Job]:
-        first = self._pending.popleft() if self._pending else await self._queue.get()
-        jobs, size, longest, real = [first], len(first.texts), first.longest, first.tokens
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._max_wait_s
-        while size < self._max_batch_size:
-            try:
-                job = self._pending.popleft() if self._pending else self._queue.get_nowait()
-            except asyncio.QueueEmpty:
-                remaining = deadline - loop.time()
-                if remaining <= 0:
+        async with self._arrived:
+            await self._arrived.wait_for(lambda: bool(self._waiting))
+            first = self._waiting.popleft()
+            jobs, size, longest, real = [first], len(first.texts), first.longest, first.tokens
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self._max_wait_s
+            while size < self._max_batch_size:
+                if not self._waiting:
+                    remaining = deadline - loop.time()
+                    if remaining <= 0:
+                        break
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._arrived.wait(), remaining)
+                    continue
+                job = self._waiting[0]
+                grown = size + len(job.texts)
+                padded = grown * max(longest, job.longest)
+                wasted = 1 - (real + job.tokens) / padded
+                share = max(1, self._queued_texts // self._workers)  # this worker's part of what waits
+                if (
+                    grown > min(self._max_batch_size, share)
+                    or padded > self._max_batch_tokens
+                    or wasted > self._max_padding
+                ):
                     break
-                try:
-                    job = await asyncio.wait_for(self._queue.get(), remaining)
-                except TimeoutError:
-                    break
-            grown = size + len(job.texts)
-            padded = grown * max(longest, job.longest)
-            wasted = 1 - (real + job.tokens) / padded
-            if grown > self._max_batch_size or padded > self._max_batch_tokens or wasted > self._max_padding:
-                self._pending.appendleft(job)
-                break
-            jobs.append(job)
-            size, longest, real = grown, max(longest, job.longest), real + job.tokens
-        self._queued_texts -= sum(len(job.texts) for job in jobs)
+                jobs.append(self._waiting.popleft())
+                size, longest, real = grown, max(longest, job.longest), real + job.tokens
+            self._queued_texts -= sum(len(job.texts) for job in jobs)
+            if self._waiting:
+                self._arrived.notify()  # what is left goes to another worker, if one is free
         return [job for job in jobs if not job.future.done()]  # a client that went away is skipped
 
     async def _run(self) -> None:
@@ -197,7 +207,7 @@ class Batcher:
                 self._on_batch(len(texts))
             encode = self._encode
             padded = len(texts) * max(job.longest for job in jobs)
-            alone = self._running == 0 and self._queue.empty() and not self._pending
+            alone = self._running == 0 and not self._waiting
             if self._solo_encode is not None and alone and padded >= self._solo_min_tokens:
                 encode = self._solo_encode
             self._running += 1

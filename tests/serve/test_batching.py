@@ -123,6 +123,43 @@ def test_a_long_request_is_split_across_workers() -> None:
     run(scenario())
 
 
+def test_two_requests_for_two_idle_workers_run_side_by_side() -> None:
+    async def scenario() -> None:
+        both_inside = threading.Barrier(2, timeout=5)  # breaks if the two texts share one call
+
+        def model(texts: list[str]) -> np.ndarray:
+            both_inside.wait()
+            return np.array([[float(t)] for t in texts], dtype=np.float32)
+
+        batcher = Batcher(model, max_batch_size=64, max_wait_s=0, max_queue=10, workers=2)
+        batcher.start()
+        one, two = await asyncio.gather(batcher.submit(["1"], [10]), batcher.submit(["2"], [10]))
+        assert one.tolist() == [[1.0]] and two.tolist() == [[2.0]]
+        await batcher.stop()
+
+    run(scenario())
+
+
+def test_a_worker_takes_its_share_of_the_queue_and_leaves_the_rest() -> None:
+    async def scenario() -> None:
+        model = FakeModel(hold_first=True)
+        batcher = Batcher(model, max_batch_size=64, max_wait_s=0, max_queue=100, workers=2)
+        batcher.start()
+        held = [asyncio.create_task(batcher.submit([str(i)], [5])) for i in (1, 2)]
+        while len(model.batches) < 2:  # both workers inside the model
+            await asyncio.sleep(0.01)
+        queued = [asyncio.create_task(batcher.submit([str(i)], [5])) for i in range(3, 9)]
+        await asyncio.sleep(0.05)
+        model.gate.set()
+        await asyncio.gather(*held, *queued)
+        # 6 texts wait for 2 workers: the first free one takes 3; then 3 wait: 1; 2 wait: 1; the last: 1.
+        assert [len(batch) for batch in model.batches[2:]] == [3, 1, 1, 1]
+        assert sorted(text for batch in model.batches for text in batch) == [str(i) for i in range(1, 9)]
+        await batcher.stop()
+
+    run(scenario())
+
+
 def test_max_wait_gathers_requests_that_arrive_shortly_after() -> None:
     async def scenario() -> None:
         model = FakeModel()
