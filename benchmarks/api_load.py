@@ -275,8 +275,9 @@ class Models:
     optimum_int8_dir: Path  # the same, quantized by optimum for AVX2 (infinity prefers it on CPU)
 
 
-def prepare_models(work: Path, infinity_venv: Path) -> Models:
-    """Ours from the pipeline (models/onnx + models/finetuned) or exported here; infinity's with its own tools."""
+def our_model(work: Path) -> tuple[Path, Path]:
+    """The ONNX folder this service loads and the SentenceTransformer folder it came from: the pipeline's
+    (models/onnx + models/finetuned) when it ran, else the bundled MiniLM exported here."""
     from arxiv_embed.onnx import INT8_FILE, MODEL_FILE
 
     if (REPO / "models/onnx" / MODEL_FILE).exists() and (REPO / "models/finetuned").exists():
@@ -294,6 +295,12 @@ def prepare_models(work: Path, infinity_venv: Path) -> Models:
         from arxiv_embed.onnx import quantize_int8
 
         quantize_int8(onnx_dir / MODEL_FILE, onnx_dir / INT8_FILE)
+    return onnx_dir, st_dir
+
+
+def prepare_models(work: Path, infinity_venv: Path) -> Models:
+    """Ours from :func:`our_model`; infinity's exported from the same folder with its own tools."""
+    onnx_dir, st_dir = our_model(work)
     env = os.environ | {"HF_HUB_OFFLINE": "1", "DO_NOT_TRACK": "1"}
     cli = str(infinity_venv / "bin/optimum-cli")
     optimum_dir = work / f"optimum-{st_dir.name}"
