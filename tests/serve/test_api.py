@@ -19,6 +19,7 @@ from serve_helpers import changed
 from arxiv_embed.onnx import OnnxEncoder
 from serve.app import create_app, worker_cpus
 from serve.batching import Batcher
+from serve.schemas import EmbedResponse, OpenAIEmbeddingResponse
 from serve.settings import Settings
 
 pytest_plugins = ["onnx_fixtures"]  # onnx_minilm_dir: the bundled MiniLM exported once per session
@@ -62,7 +63,9 @@ def test_info_describes_model_index_and_classifier(client: TestClient) -> None:
 
 def test_embed_matches_the_encoder(client: TestClient, encoder: OnnxEncoder) -> None:
     texts = ["Graph neural networks", "Dark matter in dwarf galaxies", "Prime numbers"]
-    body = client.post("/embed", json={"input": texts}).json()
+    response = client.post("/embed", json={"input": texts})
+    EmbedResponse.model_validate_json(response.content)  # the documented shape, written by orjson
+    body = response.json()
     assert body["dimension"] == 384
     assert body["tokens"] == encoder.count_tokens(texts)
     got = np.array(body["embeddings"], dtype=np.float32)
@@ -323,8 +326,11 @@ def test_openai_dimensions_keep_the_first_components_renormalised(client: TestCl
 
 
 def test_base64_is_little_endian_float32(client: TestClient) -> None:
-    data = client.post("/v1/embeddings", json={"input": "abc", "encoding_format": "base64"}).json()["data"]
-    floats = client.post("/v1/embeddings", json={"input": "abc"}).json()["data"]
+    as_base64 = client.post("/v1/embeddings", json={"input": "abc", "encoding_format": "base64"})
+    as_floats = client.post("/v1/embeddings", json={"input": ["abc", "d"]})
+    for response in (as_base64, as_floats):  # the documented shape, written by orjson
+        OpenAIEmbeddingResponse.model_validate_json(response.content)
+    data, floats = as_base64.json()["data"], as_floats.json()["data"]
     decoded = np.frombuffer(base64.b64decode(data[0]["embedding"]), dtype="<f4")
     np.testing.assert_allclose(decoded, floats[0]["embedding"], atol=1e-7)
 
