@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import numpy as np
@@ -41,6 +41,17 @@ async def until(event: threading.Event) -> None:
 
 def run(coro: Coroutine[Any, Any, None]) -> None:
     asyncio.run(asyncio.wait_for(coro, timeout=30))
+
+
+def two_at_once() -> Callable[[list[str]], np.ndarray]:
+    """A model whose calls fail (the barrier breaks) unless two of them are inside it at the same time."""
+    both_inside = threading.Barrier(2, timeout=5)
+
+    def model(texts: list[str]) -> np.ndarray:
+        both_inside.wait()
+        return np.array([[float(t)] for t in texts], dtype=np.float32)
+
+    return model
 
 
 def ones(n: int) -> list[int]:
@@ -106,14 +117,8 @@ def test_batches_respect_the_size_and_token_budgets() -> None:
 
 def test_a_long_request_is_split_across_workers() -> None:
     async def scenario() -> None:
-        both_inside = threading.Barrier(2, timeout=10)  # breaks unless two calls are in the model at once
-
-        def model(texts: list[str]) -> np.ndarray:
-            both_inside.wait()
-            return np.array([[float(t)] for t in texts], dtype=np.float32)
-
         batcher = Batcher(
-            model, max_batch_size=64, max_wait_s=0, max_queue=10, workers=2, max_batch_tokens=100
+            two_at_once(), max_batch_size=64, max_wait_s=0, max_queue=10, workers=2, max_batch_tokens=100
         )
         batcher.start()
         vectors = await batcher.submit(["1", "2"], [100, 100])  # one request, two chunks, two workers
@@ -125,13 +130,7 @@ def test_a_long_request_is_split_across_workers() -> None:
 
 def test_two_requests_for_two_idle_workers_run_side_by_side() -> None:
     async def scenario() -> None:
-        both_inside = threading.Barrier(2, timeout=5)  # breaks if the two texts share one call
-
-        def model(texts: list[str]) -> np.ndarray:
-            both_inside.wait()
-            return np.array([[float(t)] for t in texts], dtype=np.float32)
-
-        batcher = Batcher(model, max_batch_size=64, max_wait_s=0, max_queue=10, workers=2)
+        batcher = Batcher(two_at_once(), max_batch_size=64, max_wait_s=0, max_queue=10, workers=2)
         batcher.start()
         one, two = await asyncio.gather(batcher.submit(["1"], [10]), batcher.submit(["2"], [10]))
         assert one.tolist() == [[1.0]] and two.tolist() == [[2.0]]
