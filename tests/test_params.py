@@ -1,116 +1,249 @@
-"""arxiv_embed.params: profile overrides, clear errors, type checks, and the repository's params.yaml."""
+"""arxiv_embed.params and conf/: what runs is what is recorded.
+
+- ``-S key=value`` wins over the profile (the composition ``dvc exp run`` performs);
+- the committed params.yaml is the composition of conf/, and dvc.lock records the same values;
+- each stage reads only the keys dvc.yaml lists for it;
+- a misspelt section or key, and every bad value, fails with one line naming the key, the value and the range.
+"""
 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+import dataclasses
+import shutil
 from pathlib import Path
-from typing import Literal
+from typing import Any
 
 import pytest
 import yaml
 
 from arxiv_embed.params import (
-    IREvalParams,
-    LogregParams,
-    Meta,
+    DEFAULT_PARAMS,
+    Params,
     ParamsError,
-    Paths,
-    load_common,
+    check_params,
+    compose,
+    compose_yaml,
+    listed_params,
+    load_params,
     load_section,
     read_params,
-    resolve_section,
+    stage_params,
 )
-from stages.faiss_build import FaissBuildParams
-from stages.onnx_export import OnnxExportParams
-from stages.pairs import PairsParams
-from stages.prepare import PrepareParams
-from stages.split import SplitParams
-from stages.tfidf_baseline import TfidfParams
-from stages.train import TrainParams
+from arxiv_embed.sources import SourceParams
 
 REPO = Path(__file__).resolve().parents[1]
+STAGES = [
+    "check_params",
+    "prepare",
+    "split",
+    "pairs",
+    "tfidf_baseline",
+    "train",
+    "adapter",
+    "ir_eval",
+    "logreg",
+    "onnx_export",
+    "faiss_build",
+]
 
 
-@dataclass(frozen=True)
-class Inner:
-    depth: int = 1
+def committed() -> dict[str, Any]:
+    return read_params(REPO / "params.yaml")
 
 
-@dataclass(frozen=True)
-class Toy:
-    name: str
-    rate: float
-    steps: int
-    kind: Literal["a", "b"]
-    limit: int | None
-    tags: list[str]
-    inner: Inner = field(default_factory=Inner)
+def problems(data: dict[str, Any]) -> str:
+    with pytest.raises(ParamsError) as e:
+        check_params(data)
+    return str(e.value)
 
 
-BASE = {
-    "meta": {"profile": "big"},
-    "toy": {"name": "x", "rate": 0.5, "steps": 10, "kind": "a", "limit": None, "tags": []},
-    "profiles": {"big": {}, "small": {"toy": {"steps": 2, "inner": {"depth": 3}}}},
-}
+# --- composition: profiles and -S -------------------------------------------------------------------------
 
 
-def params(**toy: object) -> dict:
-    p = copy.deepcopy(BASE)
-    p["toy"].update(toy)
-    return p
+def test_dvc_composes_params_yaml_as_compose_does(tmp_path: Path) -> None:
+    """compose() is what `dvc exp run -S ...` writes (DVC's own function, same bytes)."""
+    from dvc.utils.hydra import compose_and_dump
+
+    overrides = ["profile=cpu", "train.max_pairs=8000"]
+    out = tmp_path / "params.yaml"
+    compose_and_dump(out, str(REPO / "conf"), None, "config", str(tmp_path), overrides)
+    assert out.read_text() == compose_yaml(overrides)
 
 
-def test_load_section_builds_the_frozen_dataclass() -> None:
-    toy = load_section(Toy, "toy", params())
-    assert toy == Toy(name="x", rate=0.5, steps=10, kind="a", limit=None, tags=[], inner=Inner(1))
-    with pytest.raises(AttributeError):
-        toy.steps = 3  # type: ignore[misc]
+def test_set_param_wins_over_the_profile() -> None:
+    cpu = compose(["profile=cpu"])
+    assert cpu["train"]["max_pairs"] == 2000  # the profile's value
+    swept = compose(["profile=cpu", "train.max_pairs=8000", "meta.max_seq_length=64"])
+    assert swept["train"]["max_pairs"] == 8000
+    assert swept["meta"]["max_seq_length"] == 64
+    assert swept["train"]["batch_size"] == cpu["train"]["batch_size"]  # the rest of the profile stays
 
 
-def test_profile_overrides_are_merged_deeply() -> None:
-    p = params(inner={"depth": 2})
-    p["meta"]["profile"] = "small"
-    toy = load_section(Toy, "toy", p)
-    assert (toy.steps, toy.inner.depth, toy.rate) == (2, 3, 0.5)
-    assert p["toy"]["steps"] == 10  # the params mapping itself is left as it is
+def test_profiles_change_sizes_not_choices() -> None:
+    cpu, gpu = check_params(compose(["profile=cpu"])), check_params(compose(["profile=gpu"]))
+    assert cpu.train.batch_size < gpu.train.batch_size
+    assert cpu.pairs.n_pairs < gpu.pairs.n_pairs
+    assert cpu.ir_eval.n_corpus < gpu.ir_eval.n_corpus
+    assert cpu.meta.max_seq_length < gpu.meta.max_seq_length
+    assert cpu.train.loss == gpu.train.loss
 
 
-def test_no_profile_means_no_overrides() -> None:
-    p = params()
-    del p["meta"]
-    assert resolve_section(p, "toy")["steps"] == 10
+def test_an_unknown_set_param_fails() -> None:
+    from hydra.errors import ConfigCompositionException
+
+    with pytest.raises(ConfigCompositionException, match=r"train\.max_pair"):
+        compose(["profile=cpu", "train.max_pair=8000"])
+    with pytest.raises(ConfigCompositionException, match=r"meta\.profile"):
+        compose(["meta.profile=cpu"])  # the old way to pick a profile is refused, not ignored
 
 
-def test_int_is_accepted_for_float() -> None:
-    assert load_section(Toy, "toy", params(rate=1)).rate == 1
+def test_committed_params_yaml_is_the_default_composition() -> None:
+    """params.yaml is generated: conf/ with no -S (the CPU profile) gives it byte for byte."""
+    assert (REPO / "params.yaml").read_text() == compose_yaml([])
+    assert compose([]) == compose(["profile=cpu"])
+
+
+def test_committed_dvc_lock_records_the_params_yaml_values() -> None:
+    """dvc.lock, dvc exp show and dvc params diff see the values of params.yaml: the run they describe."""
+    lock = yaml.safe_load((REPO / "dvc.lock").read_text())
+    params = committed()
+    for stage, entry in lock["stages"].items():
+        for key, value in (entry.get("params") or {}).get("params.yaml", {}).items():
+            expected: Any = params
+            for part in key.split("."):
+                expected = expected[part]
+            assert value == expected, (
+                f"dvc.lock: {stage} ran with {key}={value!r}, params.yaml has {expected!r}"
+            )
+        listed = {k for k in listed_params(stage, REPO / "dvc.yaml") if k}
+        recorded = set((entry.get("params") or {}).get("params.yaml", {}))
+        assert listed == recorded or listed == {""} or stage == "check_params", stage
+
+
+def test_a_misspelt_profile_section_fails_naming_it(tmp_path: Path) -> None:
+    conf = shutil.copytree(REPO / "conf", tmp_path / "conf")
+    cpu = conf / "profile" / "cpu.yaml"
+    cpu.write_text(cpu.read_text().replace("\npairs:\n", "\npair:\n"))
+    message = problems(compose([], conf))
+    assert "unknown section 'pair' (did you mean 'pairs'?" in message
+
+
+# --- the schema -------------------------------------------------------------------------------------------
+
+
+def test_committed_params_pass() -> None:
+    params = load_params(REPO / DEFAULT_PARAMS)
+    assert isinstance(params, Params)
+    check_params(compose(["profile=gpu"]))
+
+
+def set_key(data: dict[str, Any], key: str, value: Any) -> dict[str, Any]:
+    data = copy.deepcopy(data)
+    *parents, last = key.split(".")
+    node = data
+    for part in parents:
+        node = node[part]
+    node[last] = value
+    return data
 
 
 @pytest.mark.parametrize(
-    ("mutate", "message"),
+    ("key", "value", "message"),
     [
-        (lambda p: p["toy"].update(extra=1, bonus=2), "unknown key(s) in 'toy': bonus, extra"),
-        (lambda p: p["toy"].pop("rate"), "missing key 'toy.rate'"),
-        (lambda p: p.pop("toy"), "missing section 'toy'"),
-        (lambda p: p["meta"].update(profile="huge"), "meta.profile='huge' is not one of ['big', 'small']"),
-        (lambda p: p["toy"].update(steps="10"), "'toy.steps' = '10' must be of type int"),
-        (lambda p: p["toy"].update(steps=2.5), "'toy.steps' = 2.5 must be of type int"),
-        (lambda p: p["toy"].update(steps=True), "'toy.steps' = True must be of type int"),
-        (lambda p: p["toy"].update(rate="fast"), "'toy.rate' = 'fast' must be of type float"),
-        (lambda p: p["toy"].update(kind="c"), "'toy.kind' = 'c' must be one of ['a', 'b']"),
-        (lambda p: p["toy"].update(limit="none"), "'toy.limit' = 'none' does not match"),
-        (lambda p: p["toy"].update(tags="x"), "'toy.tags' must be a list"),
-        (lambda p: p["toy"].update(inner=3), "'toy.inner' must be a mapping, got int"),
-        (lambda p: p["toy"].update(inner={"deep": 1}), "unknown key(s) in 'toy.inner': deep"),
-        (lambda p: p["profiles"]["big"].update(toy={"typo": 1}), "unknown key(s) in 'toy': typo"),
+        (
+            "prepare.max_papers_per_subject",
+            0,
+            "prepare.max_papers_per_subject = 0: must be an integer >= 1 or null",
+        ),
+        ("prepare.min_papers_per_subject", 0, "prepare.min_papers_per_subject = 0: must be an integer >= 1"),
+        ("prepare.min_abstract_chars", -1, "prepare.min_abstract_chars = -1: must be an integer >= 0"),
+        ("prepare.source.kind", "ftp", "prepare.source.kind = 'ftp': must be one of 'file', 'oai', 'hf'"),
+        ("prepare.source.uri", "", "prepare.source.uri = '': give a snapshot path or URL"),
+        ("prepare.source.oai.delay", -1, "prepare.source.oai.delay = -1: must be a number >= 0"),
+        ("split.test_fraction", 0, "split.test_fraction = 0: must be a number > 0 and < 1"),
+        ("split.val_fraction", 1.0, "split.val_fraction = 1.0: must be a number >= 0 and < 1"),
+        ("split.val_fraction", 0.95, "split.val_fraction + split.test_fraction = 1.05: must be < 1"),
+        ("meta.seed", -1, "meta.seed = -1: must be an integer >= 0 and <= 4294967295"),
+        ("meta.seed", 1.5, "meta.seed = 1.5: must be an integer"),
+        ("meta.max_seq_length", 0, "meta.max_seq_length = 0: must be an integer >= 8 and <= 8192"),
+        ("meta.text_mode", "body", "meta.text_mode = 'body': must be one of 'title_abstract', 'abstract'"),
+        ("meta.base_model", " ", "meta.base_model = '': must name a model"),
+        ("pairs.n_pairs", 0, "pairs.n_pairs = 0: must be an integer >= 1"),
+        ("pairs.n_contrastive", -3, "pairs.n_contrastive = -3: must be an integer >= 0"),
+        (
+            "pairs.contrastive_positive_fraction",
+            1,
+            "pairs.contrastive_positive_fraction = 1: must be a number > 0",
+        ),
+        (
+            "pairs.sampling",
+            "uniform",
+            "pairs.sampling = 'uniform': must be one of 'proportional', 'balanced'",
+        ),
+        ("tfidf_baseline.ngram_max", 0, "tfidf_baseline.ngram_max = 0: must be an integer >= 1 and <= 5"),
+        ("train.loss", "infonce", "train.loss = 'infonce': must be one of 'subject_mnrl', 'supcon', 'mnrl'"),
+        ("train.batch_size", 0, "train.batch_size = 0: must be an integer >= 1"),
+        ("train.batch_size", 1, "train.batch_size = 1: must be >= 2 for train.loss = 'subject_mnrl'"),
+        ("train.batch_size", True, "train.batch_size = true: must be an integer >= 1"),
+        ("train.batch_size", "32", "train.batch_size = '32': must be an integer >= 1"),
+        ("train.learning_rate", 0, "train.learning_rate = 0: must be a number > 0 and <= 1"),
+        ("train.epochs", 0, "train.epochs = 0: must be a number > 0"),
+        ("train.max_steps", -2, "train.max_steps = -2: must be an integer >= -1"),
+        ("train.warmup_ratio", 1, "train.warmup_ratio = 1: must be a number >= 0 and < 1"),
+        ("train.contrastive_margin", 0, "train.contrastive_margin = 0: must be a number > 0 and <= 2"),
+        ("train.precision", "int8", "train.precision = 'int8': must be one of 'fp32', 'fp16', 'bf16'"),
+        ("ir_eval.n_queries", 0, "ir_eval.n_queries = 0: must be an integer >= 1"),
+        ("logreg.C", -1.0, "logreg.C = -1.0: must be a number > 0"),
+        ("logreg.max_train_papers", -5, "logreg.max_train_papers = -5: must be an integer >= 1 or null"),
+        (
+            "onnx_export.min_cosine_fp32",
+            1.5,
+            "onnx_export.min_cosine_fp32 = 1.5: must be a number >= -1 and <= 1",
+        ),
+        ("faiss_build.index", "lsh", "faiss_build.index = 'lsh': must be one of 'flat', 'ivf', 'hnsw'"),
+        ("faiss_build.threads", 0, "faiss_build.threads = 0: must be an integer >= 1 or null"),
     ],
 )
-def test_bad_params_fail_with_a_clear_message(mutate, message: str) -> None:  # type: ignore[no-untyped-def]
-    p = params()
-    mutate(p)
-    with pytest.raises(ParamsError) as e:
-        load_section(Toy, "toy", p)
-    assert message in str(e.value)
+def test_a_bad_value_fails_with_one_line_naming_key_value_and_range(
+    key: str, value: Any, message: str
+) -> None:
+    found = problems(set_key(committed(), key, value))
+    assert f"params: {message}" in found
+    assert len(found.splitlines()) == 1, found
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    data = set_key(committed(), "train.loss", "infonce")
+    data = set_key(data, "meta.seed", -1)
+    data["pair"] = {"n_pairs": 3}
+    data["train"]["wandb"] = {"mode": "offline"}
+    del data["split"]["test_fraction"]
+    lines = problems(data).splitlines()
+    assert len(lines) == 5, lines
+    assert any("unknown key 'train.wandb'" in line for line in lines)
+    assert any("missing key 'split.test_fraction'" in line for line in lines)
+
+
+def test_contrastive_pairs_can_be_switched_off_but_then_not_trained_on() -> None:
+    off = set_key(committed(), "pairs.n_contrastive", 0)
+    assert check_params(off).pairs.n_contrastive == 0
+    for loss in ("contrastive", "online_contrastive"):
+        message = problems(set_key(off, "train.loss", loss))
+        assert f"train.loss = '{loss}' trains on contrastive pairs, but pairs.n_contrastive = 0" in message
+
+
+def test_ivf_nprobe_above_nlist_fails() -> None:
+    data = set_key(committed(), "faiss_build.index", "ivf")
+    message = problems(set_key(data, "faiss_build.ivf_nprobe", 4096))
+    assert "faiss_build.ivf_nprobe = 4096: must be <= faiss_build.ivf_nlist (1024)" in message
+
+
+def test_sections_are_frozen_and_typed() -> None:
+    params = load_params(REPO / DEFAULT_PARAMS)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        params.train.batch_size = 3  # type: ignore[misc]
+    assert load_section(SourceParams, "source", committed()["prepare"]).kind == "file"
 
 
 def test_read_params_rejects_a_non_mapping(tmp_path: Path) -> None:
@@ -119,50 +252,59 @@ def test_read_params_rejects_a_non_mapping(tmp_path: Path) -> None:
         read_params(tmp_path / "params.yaml")
 
 
-STAGE_SECTIONS = [
-    (PrepareParams, "prepare"),
-    (SplitParams, "split"),
-    (PairsParams, "pairs"),
-    (TfidfParams, "tfidf_baseline"),
-    (TrainParams, "train"),
-    (IREvalParams, "ir_eval"),
-    (LogregParams, "logreg"),
-    (OnnxExportParams, "onnx_export"),
-    (FaissBuildParams, "faiss_build"),
-    (Paths, "paths"),
-    (Meta, "meta"),
-]
+# --- what each stage may read -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("profile", ["gpu", "cpu"])
-@pytest.mark.parametrize(("cls", "section"), STAGE_SECTIONS, ids=[s for _, s in STAGE_SECTIONS])
-def test_repository_params_load_for_every_stage(cls: type, section: str, profile: str) -> None:
-    p = read_params(REPO / "params.yaml")
-    p["meta"]["profile"] = profile
-    assert isinstance(load_section(cls, section, p), cls)
+def test_every_stage_lists_its_params_and_nothing_of_profiles() -> None:
+    pipeline = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    assert list(pipeline) == STAGES
+    for stage in STAGES:
+        keys = listed_params(stage, REPO / "dvc.yaml")
+        assert keys, stage
+        assert not any(k.startswith(("profiles", "meta.profile", "train.wandb")) for k in keys), (stage, keys)
+    assert listed_params("check_params", REPO / "dvc.yaml") == ("",)  # the whole file
 
 
-def test_cpu_profile_shrinks_the_gpu_sizes() -> None:
-    p = read_params(REPO / "params.yaml")
-    gpu = {section: load_section(cls, section, p) for cls, section in STAGE_SECTIONS}
-    p["meta"]["profile"] = "cpu"
-    cpu = {section: load_section(cls, section, p) for cls, section in STAGE_SECTIONS}
-    assert cpu["train"].batch_size < gpu["train"].batch_size
-    assert cpu["pairs"].n_pairs < gpu["pairs"].n_pairs
-    assert cpu["ir_eval"].n_corpus < gpu["ir_eval"].n_corpus
-    assert cpu["train"].loss == gpu["train"].loss  # untouched keys keep their values
-    # Every profile override names an existing section and keys of it.
-    for profile, overrides in p["profiles"].items():
-        for section, values in (overrides or {}).items():
-            assert section in p, f"profiles.{profile}.{section}"
-            assert set(values) <= set(p[section]), f"profiles.{profile}.{section}"
+def test_a_stage_cannot_read_a_key_dvc_yaml_does_not_list(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(committed()))
+    monkeypatch.chdir(tmp_path)  # no dvc.yaml here: the repository's is used
+    p = stage_params("tfidf_baseline")
+    assert p.ir_eval.n_queries == committed()["ir_eval"]["n_queries"]
+    assert committed()["logreg"]["C"] == p.logreg.C
+    assert p.paths.split_dir == "data/split"
+    with pytest.raises(
+        ParamsError, match=r"stage 'tfidf_baseline' reads 'logreg\.batch_size', which dvc\.yaml"
+    ):
+        _ = p.logreg.batch_size
+    with pytest.raises(ParamsError, match=r"reads 'train\.loss'"):
+        _ = p.train.loss
+    prepare = stage_params("prepare")
+    assert prepare.prepare.source.uri.endswith("arxiv-sample.jsonl.gz")  # a whole listed section, nested
+    with pytest.raises(ParamsError, match=r"reads 'meta\.text_mode'"):
+        _ = prepare.meta.text_mode
 
 
-def test_load_common_reads_params_yaml_of_the_working_folder(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    p = read_params(REPO / "params.yaml")
-    p["paths"]["metrics_dir"] = "elsewhere"
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(p))
+def test_a_stage_fails_on_a_bad_value_anywhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Even a section the stage does not read: the first stage that starts fails."""
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(set_key(committed(), "faiss_build.index", "lsh")))
     monkeypatch.chdir(tmp_path)
-    paths, meta = load_common()
-    assert paths.metrics_dir == "elsewhere"
-    assert meta.seed == p["meta"]["seed"]
+    from stages import split
+
+    with pytest.raises(SystemExit, match=r"^split: params: faiss_build.index = 'lsh'"):
+        split.main()
+
+
+def test_check_params_stage_fails_on_a_section_no_stage_reads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from stages import check_params
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(committed()))
+    check_params.main()
+    assert "params.yaml is valid" in capsys.readouterr().out
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({**committed(), "pair": {}}))
+    with pytest.raises(SystemExit, match="check_params: params: unknown section 'pair'"):
+        check_params.main()
