@@ -5,33 +5,24 @@ Params  ``pairs`` section, ``meta.seed``.
 Writes  ``${paths.pairs_dir}/mnrl.parquet``: (anchor_id, positive_id, subject[, negative_id]) of the same subject,
         for MultipleNegativesRankingLoss; ``negative_id`` (with ``hard_negatives``) is a paper of a sibling subject
         of the same archive (``math.AP`` for ``math.CA``), else of any other subject.
-        ``${paths.pairs_dir}/contrastive.parquet``: (id1, id2, label) with as many same-subject (label 1) as
-        different-subject (label 0) pairs, for ContrastiveLoss.
+        ``${paths.pairs_dir}/contrastive.parquet``: (id1, id2, label), a share ``contrastive_positive_fraction``
+        of them same-subject (label 1), the others of two different subjects (label 0), for the contrastive
+        losses; ``n_contrastive: 0`` writes the file with no rows.
         ``metrics/pairs.json``.
 Pairs hold paper ids; the train stage joins them to the text chosen by ``meta.text_mode``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import pandas as pd
 
 from arxiv_embed.io import read_split, write_json, write_parquet
-from arxiv_embed.params import load_common, load_section
+from arxiv_embed.params import PairsParams, run_stage_check
 from arxiv_embed.storage import stage_storage
 from arxiv_embed.subjects import archive
-
-
-@dataclass(frozen=True)
-class PairsParams:
-    n_pairs: int
-    n_contrastive: int
-    sampling: Literal["proportional", "balanced"]
-    hard_negatives: bool
 
 
 class _Groups:
@@ -63,6 +54,8 @@ def sample_anchors(groups: _Groups, n: int, sampling: str, rng: np.random.Genera
     usable_subjects = np.flatnonzero(groups.usable)
     if len(usable_subjects) == 0:
         raise ValueError("pairs: no subject has two papers in the train split")
+    if n == 0:
+        return np.empty(0, dtype=np.int64)
     if sampling == "balanced":
         return groups.random_member(rng.choice(usable_subjects, size=n), rng)
     if sampling == "proportional":
@@ -109,7 +102,7 @@ def make_pairs(train: pd.DataFrame, params: PairsParams, seed: int) -> tuple[pd.
     if params.hard_negatives:
         mnrl["negative_id"] = ids[sibling_negatives(groups, anchors, rng)]
 
-    n_pos = params.n_contrastive // 2
+    n_pos = round(params.n_contrastive * params.contrastive_positive_fraction)
     n_neg = params.n_contrastive - n_pos
     pos_a = sample_anchors(groups, n_pos, params.sampling, rng)
     neg_a = sample_anchors(groups, n_neg, params.sampling, rng)
@@ -118,8 +111,8 @@ def make_pairs(train: pd.DataFrame, params: PairsParams, seed: int) -> tuple[pd.
     neg_b = groups.random_member((groups.codes[neg_a] + shift) % len(groups.names), rng)
     contrastive = pd.DataFrame(
         {
-            "id1": ids[np.concatenate([pos_a, neg_a])],
-            "id2": ids[np.concatenate([groups.other_member(pos_a, rng), neg_b])],
+            "id1": ids[np.concatenate([pos_a, neg_a]).astype(np.int64)],
+            "id2": ids[np.concatenate([groups.other_member(pos_a, rng), neg_b]).astype(np.int64)],
             "label": np.concatenate([np.ones(n_pos), np.zeros(n_neg)]).astype(np.float32),
         }
     )
@@ -129,17 +122,19 @@ def make_pairs(train: pd.DataFrame, params: PairsParams, seed: int) -> tuple[pd.
 
 @stage_storage("pairs")
 def main() -> None:
-    params = load_section(PairsParams, "pairs")
-    paths, meta = load_common()
+    p = run_stage_check("pairs")
+    paths = p.paths
     train = read_split(paths.split_dir, "train", columns=["id", "subject"])
-    mnrl, contrastive = make_pairs(train, params, meta.seed)
+    mnrl, contrastive = make_pairs(train, p.pairs, p.meta.seed)
     write_parquet(mnrl, Path(paths.pairs_dir) / "mnrl.parquet")
     write_parquet(contrastive, Path(paths.pairs_dir) / "contrastive.parquet")
     report = {
         "pairs_mnrl": len(mnrl),
         "pairs_mnrl_subjects": int(mnrl["subject"].nunique()),
         "pairs_contrastive": len(contrastive),
-        "pairs_contrastive_positive_fraction": float(contrastive["label"].mean()),
+        "pairs_contrastive_positive_fraction": float(contrastive["label"].mean())
+        if len(contrastive)
+        else 0.0,
     }
     write_json(Path(paths.metrics_dir) / "pairs.json", report)
     print(report)

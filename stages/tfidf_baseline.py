@@ -7,7 +7,6 @@ Writes  ``metrics/tfidf_baseline.json``: ``tfidf_precision@10`` ... and ``tfidf_
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -15,19 +14,11 @@ import pandas as pd
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 
-from arxiv_embed.io import read_split, write_json
+from arxiv_embed.io import read_split, read_split_sample, write_json
 from arxiv_embed.metrics import classification_metrics, ir_metrics, ir_sample, stratified_sample
-from arxiv_embed.params import IREvalParams, LogregParams, load_common, load_section
+from arxiv_embed.params import IREvalParams, LogregParams, TfidfParams, run_stage_check
 from arxiv_embed.storage import stage_storage
 from arxiv_embed.text import TextMode, papers_texts
-
-
-@dataclass(frozen=True)
-class TfidfParams:
-    max_features: int
-    ngram_max: int
-    min_df: int
-    sublinear_tf: bool
 
 
 def fit_vectorizer(corpus: list[str], params: TfidfParams) -> TfidfVectorizer:
@@ -69,11 +60,14 @@ def tfidf_baseline(
 
 @stage_storage("tfidf_baseline")
 def main() -> None:
-    params = load_section(TfidfParams, "tfidf_baseline")
-    ir, clf = load_section(IREvalParams, "ir_eval"), load_section(LogregParams, "logreg")
-    paths, meta = load_common()
-    train, test = read_split(paths.split_dir, "train"), read_split(paths.split_dir, "test")
-    results = tfidf_baseline(train, test, params, ir, clf, meta.text_mode, meta.seed)
+    p = run_stage_check("tfidf_baseline")
+    paths = p.paths
+    # Only the classifier's sample of the train split is read (the whole split may be millions of papers).
+    train = read_split_sample(paths.split_dir, "train", p.logreg.max_train_papers, p.meta.seed)
+    test = read_split(paths.split_dir, "test")
+    results = tfidf_baseline(
+        train, test, p.tfidf_baseline, p.ir_eval, p.logreg, p.meta.text_mode, p.meta.seed
+    )
     write_json(Path(paths.metrics_dir) / "tfidf_baseline.json", {f"tfidf_{k}": v for k, v in results.items()})
     print({k: round(v, 4) for k, v in results.items()})
 

@@ -12,14 +12,17 @@ import datetime
 import gzip
 import io
 import json
+import os
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import fsspec
 
 from arxiv_embed import oai
+from arxiv_embed.params import HfSourceParams, OaiSourceParams, SourceParams
+
+__all__ = ["HfSourceParams", "OaiSourceParams", "SourceParams", "iter_source_lines", "local_path"]
 
 _GZIP_MAGIC = b"\x1f\x8b"
 
@@ -78,45 +81,6 @@ def iter_lines(uri: str) -> Iterator[bytes]:
 
 
 # --- choosing a source from params ---------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class OaiSourceParams:
-    """``prepare.source.oai``: what to harvest from arXiv's OAI-PMH interface."""
-
-    sets: list[str] = field(default_factory=lambda: ["cs"])
-    from_date: str | datetime.date | None = None  # YAML reads an unquoted 2024-01-01 as a date
-    until_date: str | datetime.date | None = None
-    base_url: str = oai.DEFAULT_BASE_URL
-    delay: float = 3.0
-
-
-@dataclass(frozen=True)
-class HfSourceParams:
-    """``prepare.source.hf``: a Hugging Face dataset (hub id or local folder) streamed with ``datasets``.
-
-    ``columns`` renames dataset columns to snapshot names (e.g. ``{summary: abstract}``).
-    """
-
-    dataset: str = ""
-    config: str | None = None
-    split: str = "train"
-    columns: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class SourceParams:
-    """``prepare.source``: where raw metadata comes from.
-
-    ``kind: file`` streams ``uri`` (a path or fsspec URL, plain or gzip); ``oai`` harvests arXiv over OAI-PMH
-    into ``<work_dir>/oai-<query key>/records.jsonl`` (resumable) and streams that; ``hf`` streams a Hugging
-    Face dataset.
-    """
-
-    kind: Literal["file", "oai", "hf"] = "file"
-    uri: str = ""
-    oai: OaiSourceParams = field(default_factory=OaiSourceParams)
-    hf: HfSourceParams = field(default_factory=HfSourceParams)
 
 
 _SNAPSHOT_KEYS = (
@@ -179,6 +143,22 @@ def _oai_query(cfg: OaiSourceParams) -> oai.Query:
     )
 
 
+def local_path(uri: str) -> str:
+    """Where a relative local ``uri`` lies: relative to the repository that runs the pipeline.
+
+    DVC runs a stage with ``DVC_ROOT`` set to the repository's root, and keeps the main repository's root there
+    when the stage runs in a temporary workspace (``dvc exp run --temp``, queued experiments under
+    ``.dvc/tmp/exps/``), where a path such as ``../shared/...`` would otherwise point nowhere. Outside DVC the
+    path is relative to the working folder. URLs and absolute paths are returned as they are.
+    """
+    if "://" in uri or Path(uri).is_absolute():
+        return uri
+    root = os.environ.get("DVC_ROOT")
+    if root and not Path(uri).exists():
+        return str(Path(root) / uri)
+    return uri
+
+
 def iter_source_lines(cfg: SourceParams, work_dir: str | Path, progress: bool = True) -> Iterator[bytes]:
     """Raw snapshot JSON lines of the source chosen in ``prepare.source``; the one call ``prepare`` makes.
 
@@ -187,12 +167,13 @@ def iter_source_lines(cfg: SourceParams, work_dir: str | Path, progress: bool = 
     if cfg.kind == "file":
         if not cfg.uri:
             raise ValueError("prepare.source.uri is empty: give a snapshot path or URL, or another kind")
-        if "://" not in cfg.uri and not Path(cfg.uri).exists():
+        uri = local_path(cfg.uri)
+        if "://" not in uri and not Path(uri).exists():
             raise FileNotFoundError(
                 f"input not found: {cfg.uri} (offline: point prepare.source.uri at a local snapshot; "
                 "online: harvest arXiv, dvc exp run -S prepare.source.kind=oai; see docs/data-sources.md)"
             )
-        return iter_lines(cfg.uri)
+        return iter_lines(uri)
     if cfg.kind == "oai":
         client = oai.Client(delay=cfg.oai.delay)
         records = oai.harvest(_oai_query(cfg.oai), harvest_dir(cfg.oai, work_dir), client, progress=progress)

@@ -43,7 +43,8 @@ from typing import Any, ParamSpec, TypeVar
 import yaml
 
 from arxiv_embed.distributed import on_main_process
-from arxiv_embed.params import DEFAULT_PARAMS, Meta, ParamsError, load_section, read_params, resolve_section
+from arxiv_embed.params import DEFAULT_PARAMS, ParamsError, read_params
+from arxiv_embed.sources import local_path
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -51,7 +52,7 @@ R = TypeVar("R")
 MANIFEST = "_manifest.json"
 DEFAULT_PIPELINE = Path("dvc.yaml")
 # Where the data lives, not what it is: left out of the data version.
-LOCATION_PARAMS = frozenset({"meta.use_gcs", "meta.gcs_bucket", "meta.gcs_prefix", "meta.profile"})
+LOCATION_PARAMS = frozenset({"meta.use_gcs", "meta.gcs_bucket", "meta.gcs_prefix"})
 # Sources named by a param but not listed as a dvc dependency (so that sources other than a file need no local
 # path): the raw snapshot, read when prepare.source.kind is "file". Like dependencies, they count by content.
 CONTENT_PARAMS = {"prepare.source.uri": ("prepare.source.kind", "file")}
@@ -61,6 +62,26 @@ _SKIP_PARTS = frozenset({"__pycache__", ".ipynb_checkpoints"})
 
 class StorageError(RuntimeError):
     """The bucket, the credentials or a snapshot are not what the stage needs."""
+
+
+@dataclass(frozen=True)
+class Location:
+    """``meta.use_gcs``, ``meta.gcs_bucket`` and ``meta.gcs_prefix``: where snapshots live (not what they are)."""
+
+    use_gcs: bool = False
+    gcs_bucket: str = ""
+    gcs_prefix: str = ""
+
+
+def location(params: dict[str, Any]) -> Location:
+    """The snapshot location keys of ``meta`` (the stage itself checks the rest of the file)."""
+    meta = params.get("meta") or {}
+    found = Location(**{k: meta[k] for k in ("use_gcs", "gcs_bucket", "gcs_prefix") if k in meta})
+    if not isinstance(found.use_gcs, bool):
+        raise ParamsError(f"params: meta.use_gcs = {found.use_gcs!r}: must be true or false")
+    if not isinstance(found.gcs_bucket, str) or not isinstance(found.gcs_prefix, str):
+        raise ParamsError("params: meta.gcs_bucket and meta.gcs_prefix must be strings")
+    return found
 
 
 @dataclass(frozen=True)
@@ -160,13 +181,9 @@ def producers(dep: str, stages: dict[str, StageSpec], skip: str) -> list[tuple[s
 
 
 def param_value(params: dict[str, Any], key: str) -> Any:
-    """The value a stage sees for ``section.a.b``: profile overrides applied."""
-    section, _, rest = key.partition(".")
-    try:
-        value = resolve_section(params, section)
-    except ParamsError as e:
-        raise StorageError(str(e)) from e
-    for part in rest.split(".") if rest else []:
+    """The value a stage sees for ``section.a.b`` (params.yaml holds the composed values)."""
+    value: Any = params
+    for part in key.split("."):
         if not isinstance(value, dict) or part not in value:
             raise StorageError(f"params: dvc.yaml lists '{key}', which params.yaml does not define")
         value = value[part]
@@ -251,7 +268,7 @@ def data_version(
     sources: dict[str, str] = {}
     for key, (switch, when) in CONTENT_PARAMS.items():
         if key in values and values.get(switch) == when:
-            sources[f"${{{key}}}"] = fingerprint(str(values.pop(key)))
+            sources[f"${{{key}}}"] = fingerprint(local_path(str(values.pop(key))))
     for dep in spec.deps:
         found = producers(dep, stages, skip=name)
         for stage, _ in found:
@@ -402,7 +419,7 @@ class Snapshots:
 
 
 def open_snapshots(
-    params: dict[str, Any], meta: Meta, pipeline: str | Path = DEFAULT_PIPELINE, timeout: float = 60.0
+    params: dict[str, Any], meta: Location, pipeline: str | Path = DEFAULT_PIPELINE, timeout: float = 60.0
 ) -> Snapshots:
     stages = read_pipeline(params, pipeline)
     fs = open_bucket(meta.gcs_bucket, timeout=timeout)
@@ -419,7 +436,7 @@ def stage_storage(
         @functools.wraps(fn)
         def run(*args: P.args, **kwargs: P.kwargs) -> R | None:
             params = read_params(params_path)
-            meta = load_section(Meta, "meta", params)
+            meta = location(params)
             if not meta.use_gcs:
                 return fn(*args, **kwargs)
             # In a data-parallel launch only the main process talks to the bucket; the others wait for it.
@@ -466,7 +483,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pipeline", default=str(DEFAULT_PIPELINE))
     args = parser.parse_args(argv)
     params = read_params(args.params)
-    meta = load_section(Meta, "meta", params)
+    meta = location(params)
     try:
         snapshots = open_snapshots(params, meta, args.pipeline)
         rows = status(snapshots)

@@ -29,12 +29,27 @@ def test_broken_workflow_fails_the_schema(broken_copy):
     assert "runs_on" in result.stdout + result.stderr
 
 
-def test_metrics_diff_comment_is_updated_in_place():
+def test_pr_report_is_commented_in_place_with_its_plots():
     wf = yaml.safe_load((REPO / ".github/workflows/metrics-diff.yml").read_text())
-    text = yaml.safe_dump(wf)
-    assert "metrics diff --md" in text and "params diff --md" in text
-    assert "updateComment" in text and "arxiv-embed:metrics-diff" in text
+    steps = wf["jobs"]["diff"]["steps"]
+    assert steps[0]["with"]["fetch-depth"] == 0
+    runs = [s.get("run", "") for s in steps]
+    assert any("scripts/pr_report.py" in r and "vl-convert-python" in r for r in runs)
+    assert any(r.startswith("cml comment update") and "report/report.md" in r for r in runs)
+    assert any(s.get("uses", "").startswith("iterative/setup-cml@") for s in steps)
     assert wf["permissions"]["pull-requests"] == "write"
+
+
+def test_pipeline_job_runs_experiments_on_full_history_with_a_git_identity():
+    """dvc exp run needs the history (dvc issue #7547) and a committer (#8844)."""
+    job = yaml.safe_load((REPO / ".github/workflows/ci.yml").read_text())["jobs"]["pipeline"]
+    checkout = next(s for s in job["steps"] if s.get("uses", "").startswith("actions/checkout@"))
+    assert checkout["with"]["fetch-depth"] == 0
+    runs = [s.get("run", "") for s in job["steps"]]
+    identity = next(i for i, r in enumerate(runs) if "git config --global user.email" in r)
+    experiment = next(i for i, r in enumerate(runs) if "dvc exp run" in r)
+    assert identity < experiment
+    assert "-S profile=cpu" in runs[experiment]
 
 
 def test_cloudbuild_matches_the_cloud_build_schema():

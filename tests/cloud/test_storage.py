@@ -24,7 +24,6 @@ from arxiv_embed.storage import (
 PARAMS = {
     "paths": {"a_dir": "data/a", "metrics_dir": "metrics"},
     "meta": {
-        "profile": "small",
         "seed": 1,
         "base_model": "m",
         "text_mode": "title_abstract",
@@ -34,7 +33,6 @@ PARAMS = {
     },
     "first": {"n": 3, "source": {"uri": "raw.txt"}},
     "second": {"k": 2},
-    "profiles": {"small": {"first": {"n": 4}}, "big": {}},
 }
 
 PIPELINE = {
@@ -110,10 +108,8 @@ def test_data_version_follows_what_produced_the_outputs(tmp_path, monkeypatch):
     assert versions(PARAMS) == base  # deterministic
     # Location only: bucket, prefix, use_gcs -> same versions.
     assert versions(with_changes(meta={"gcs_bucket": "other", "use_gcs": False})) == base
-    # An upstream param the profile overrides anyway (n: 4 under profile small) -> same.
-    assert versions(with_changes(first={"n": 4})) == base
-    # The profile's value changes -> the stage and everything downstream change.
-    changed = versions(with_changes(meta={"profile": "big"}))
+    # An upstream param changes -> the stage and everything downstream change.
+    changed = versions(with_changes(first={"n": 4}))
     assert changed["first"] != base["first"] and changed["second"] != base["second"]
     # A downstream param changes only the downstream stage.
     changed = versions(with_changes(second={"k": 5}))

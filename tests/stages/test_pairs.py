@@ -13,7 +13,13 @@ from pipeline_helpers import run_stages
 from arxiv_embed.subjects import archive
 from stages.pairs import PairsParams, _Groups, make_pairs, sample_anchors
 
-PARAMS = PairsParams(n_pairs=1000, n_contrastive=101, sampling="proportional", hard_negatives=False)
+PARAMS = PairsParams(
+    n_pairs=1000,
+    n_contrastive=101,
+    contrastive_positive_fraction=0.5,
+    sampling="proportional",
+    hard_negatives=False,
+)
 
 
 def train_split(counts: dict[str, int]) -> pd.DataFrame:
@@ -43,14 +49,14 @@ def test_proportional_follows_paper_counts_balanced_follows_subjects() -> None:
     # 1000 anchors cycle through the 100 papers ten times: exactly the paper shares.
     assert proportional["subject"].value_counts().to_dict() == {"a": 900, "b": 100}
     assert proportional["anchor_id"].value_counts().eq(10).all()
-    balanced, _ = make_pairs(df, PairsParams(1000, 100, "balanced", False), seed=0)
+    balanced, _ = make_pairs(df, PairsParams(1000, 100, 0.5, "balanced", False), seed=0)
     share_b = (balanced["subject"] == "b").mean()
     assert 0.45 < share_b < 0.55
 
 
 def test_hard_negatives_come_from_a_sibling_subject() -> None:
     df = train_split({"math.AP": 20, "math.CA": 20, "cs.LG": 20, "cs.CV": 20, "hep-th": 20})
-    mnrl, _ = make_pairs(df, PairsParams(600, 10, "proportional", True), seed=0)
+    mnrl, _ = make_pairs(df, PairsParams(600, 10, 0.5, "proportional", True), seed=0)
     subject = subject_of(df)
     negative = mnrl["negative_id"].map(subject)
     assert (negative != mnrl["subject"]).all()
@@ -75,7 +81,7 @@ def test_contrastive_is_half_same_half_different_and_labelled_right() -> None:
 
 def test_same_seed_same_pairs() -> None:
     df = train_split({"math.AP": 20, "math.CA": 5, "cs.LG": 9})
-    params = PairsParams(200, 50, "balanced", True)
+    params = PairsParams(200, 50, 0.5, "balanced", True)
     one = make_pairs(df, params, seed=3)
     two = make_pairs(df.iloc[::-1], params, seed=3)  # input order does not matter either
     for a, b in zip(one, two, strict=True):

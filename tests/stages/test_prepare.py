@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
+import io
 import json
 import math
 import subprocess
@@ -14,7 +16,15 @@ import pytest
 import yaml
 from pipeline_helpers import REPO, make_papers, run_stages, tiny_params, write_snapshot
 
-from stages.prepare import COLUMNS, PrepareParams, is_withdrawn, parse_record, prepare, strip_version
+from stages.prepare import (
+    COLUMNS,
+    PrepareError,
+    PrepareParams,
+    is_withdrawn,
+    parse_record,
+    prepare,
+    strip_version,
+)
 
 
 @pytest.mark.parametrize(
@@ -25,6 +35,7 @@ from stages.prepare import COLUMNS, PrepareParams, is_withdrawn, parse_record, p
         ("hep-th/9901001v12", "hep-th/9901001"),
         (" math/0501001v1 ", "math/0501001"),
         ("2401.0123v4x", "2401.0123v4x"),  # only a trailing version suffix is stripped
+        ("2401.01234V2", "2401.01234"),  # in any case
     ],
 )
 def test_strip_version(raw: str, clean: str) -> None:
@@ -40,6 +51,10 @@ def test_strip_version(raw: str, clean: str) -> None:
         ("Paper withdrawn by arXiv admin", True),
         ("We study withdrawn savings in a bank run model.", False),
         ("The withdrawal of troops is modelled as a game.", False),
+        ("Withdrawn populations of cells recover slowly after stress.", False),
+        ("Withdrawn due to an error in the main theorem.", True),
+        ("[Withdrawn]", True),
+        ("The paper has been withdrawn.", True),
     ],
 )
 def test_is_withdrawn(abstract: str, withdrawn: bool) -> None:
@@ -59,6 +74,9 @@ def test_parse_record_cleans_and_maps() -> None:
     paper, reason = parse_record(json.dumps(GOOD).encode(), min_abstract_chars=10)
     assert reason is None
     assert paper == {
+        "_version": 2,
+        "_capped": False,
+        "_bad_date": False,
         "id": "2401.00001",
         "title": "A title over lines",
         "abstract": "An abstract with spaces that is long enough.",
@@ -73,7 +91,14 @@ def test_parse_record_cleans_and_maps() -> None:
     [
         ("{not json", "malformed_json"),
         ("[1, 2]", "malformed_json"),
-        (b"\xff\xfe{", "malformed_json"),
+        (b"\xff\xfe{", "invalid_utf8"),
+        (b'{"id": "2401.00001", "title": "caf\xe9"}', "invalid_utf8"),
+        ("{}".encode("utf-16-le"), "utf16"),
+        (json.dumps({**GOOD, "title": "x \ud800"}), "lone_surrogate"),
+        (json.dumps({**GOOD, "abstract": "\u200b" * 80}), "empty_abstract"),
+        (json.dumps({**GOOD, "abstract": "\x01" * 80}), "empty_abstract"),
+        (json.dumps({**GOOD, "title": " \u200b\x00 "}), "empty_title"),
+        (json.dumps({**GOOD, "comments": "This paper has been withdrawn by the authors"}), "withdrawn"),
         (json.dumps({**GOOD, "abstract": None}), "missing_field"),
         (json.dumps({k: v for k, v in GOOD.items() if k != "categories"}), "missing_field"),
         (json.dumps({**GOOD, "id": "  "}), "missing_field"),
@@ -86,6 +111,42 @@ def test_parse_record_cleans_and_maps() -> None:
 )
 def test_parse_record_reasons(line: str | bytes, reason: str) -> None:
     assert parse_record(line, min_abstract_chars=20) == (None, reason)
+
+
+def test_parse_record_cleans_control_and_invisible_characters() -> None:
+    line = json.dumps(
+        {**GOOD, "title": "Graph\x00 neural\u200b networks\u00a0now", "abstract": "A" * 30 + "\x07 end"}
+    )
+    paper, _ = parse_record(line, 10)
+    assert paper is not None
+    assert paper["title"] == "Graph neural networks now"
+    assert paper["abstract"] == "A" * 30 + " end"
+
+
+def test_parse_record_caps_very_long_texts() -> None:
+    paper, _ = parse_record(json.dumps({**GOOD, "abstract": "word " * 200_000}), 10, max_text_chars=1000)
+    assert paper is not None and len(paper["abstract"]) <= 1000 and paper["_capped"]
+    assert paper["abstract"].endswith("word")  # cut at a space
+
+
+@pytest.mark.parametrize(
+    ("raw", "iso"),
+    [
+        ("2024-01-02", "2024-01-02"),
+        ("1/9/2008", "2008-01-09"),
+        ("12/31/2019", "2019-12-31"),
+        ("2024-01-02T10:00:00Z", "2024-01-02"),
+    ],
+)
+def test_update_date_is_iso(raw: str, iso: str) -> None:
+    paper, _ = parse_record(json.dumps({**GOOD, "update_date": raw}), 10)
+    assert paper is not None and paper["update_date"] == iso and not paper["_bad_date"]
+
+
+@pytest.mark.parametrize("raw", ["yesterday", "2024-13-45", "31/12/2019"])
+def test_an_unparsable_update_date_is_dropped_and_counted(raw: str) -> None:
+    paper, _ = parse_record(json.dumps({**GOOD, "update_date": raw}), 10)
+    assert paper is not None and paper["update_date"] == "" and paper["_bad_date"]
 
 
 def test_parse_record_without_update_date() -> None:
@@ -139,6 +200,8 @@ PARAMS = PrepareParams(
     min_abstract_chars=20,
     min_papers_per_subject=5,
     max_papers_per_subject=None,
+    max_text_chars=10_000,
+    max_unusable_fraction=0.2,  # the messy snapshot has 7 unusable lines of 74
 )
 
 
@@ -149,21 +212,32 @@ def lines_of(records: list[dict | str]) -> list[bytes]:
 def test_prepare_counts_every_reason() -> None:
     records, expected = messy_snapshot()
     df, report = prepare(lines_of(records), PARAMS, seed=0)
+    examples = report.pop("examples")
     assert report == expected
+    assert set(examples) == {k.removeprefix("dropped_") for k in expected if k.startswith("dropped_")} - {
+        "rare_subject"
+    }
+    assert examples["malformed_json"] == ["line 31", "line 32"]  # 1-based line numbers, blank lines counted
+    assert examples["duplicate_id"][0].startswith("line 33 (")  # with the id
     assert list(df.columns) == COLUMNS
     assert df["id"].is_unique and df["id"].is_monotonic_increasing
     assert not df["id"].str.contains("v").any()
     first = records[0]
     assert isinstance(first, dict)
     kept = df.set_index("id").loc[first["id"].split("v")[0]]
-    assert kept["title"] == first["title"]  # the first occurrence of a duplicate id is kept
+    assert kept["title"] == "A later version"  # of two records of one id, the newest version (v9) is kept
+    second = records[1]
+    assert isinstance(second, dict)
+    assert (
+        df.set_index("id").loc[second["id"].split("v")[0], "title"] == second["title"]
+    )  # v1.. beats no suffix
     assert set(df["subject"]) == {"cs.LG", "math.AP", "hep-th", "astro-ph.GA", "q-bio.NC", "econ.GN"}
     assert all(s == subjects[0] for s, subjects in zip(df["subject"], df["subjects"], strict=True))
 
 
 def test_prepare_caps_each_subject() -> None:
     records, _ = messy_snapshot()
-    capped = PrepareParams(None, 20, 5, max_papers_per_subject=4)  # type: ignore[arg-type]
+    capped = dataclasses.replace(PARAMS, max_papers_per_subject=4)
     df, report = prepare(lines_of(records), capped, seed=0)
     assert df["subject"].value_counts().to_dict() == dict.fromkeys(set(df["subject"]), 4)
     assert report["dropped_subject_cap"] == 60 - 24 and report["rows_kept"] == 24
@@ -171,8 +245,10 @@ def test_prepare_caps_each_subject() -> None:
     pd.testing.assert_frame_equal(df, again)
 
 
-def write_project(root: Path, snapshot: Path) -> Path:
-    (root / "params.yaml").write_text(yaml.safe_dump(tiny_params(snapshot), sort_keys=False))
+def write_project(root: Path, snapshot: Path, max_unusable_fraction: float = 0.05) -> Path:
+    params = tiny_params(snapshot)
+    params["prepare"]["max_unusable_fraction"] = max_unusable_fraction
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     return root
 
 
@@ -191,7 +267,10 @@ def run_prepare(root: Path) -> subprocess.CompletedProcess:
     ("content", "reason"),
     [
         (b"", "prepare: no valid arXiv paper among 0 lines (no lines)"),
-        (b"id,title,abstract\n1,a,b\n", "prepare: no valid arXiv paper among 2 lines (malformed_json=2)"),
+        (
+            b"id,title,abstract\n1,a,b\n",
+            "prepare: 2 of 2 lines (100.0%) are unusable, more than prepare.max_unusable",
+        ),
         (None, "prepare: input not found: "),
     ],
     ids=["empty", "csv", "missing"],
@@ -217,9 +296,10 @@ def test_plain_and_gzip_input_give_the_same_table(tmp_path: Path, monkeypatch: p
     for i, snapshot in enumerate([plain, gz]):
         root = tmp_path / f"p{i}"
         root.mkdir()
-        monkeypatch.chdir(write_project(root, snapshot))
+        monkeypatch.chdir(write_project(root, snapshot, max_unusable_fraction=0.2))
         run_stages("prepare")
         report = json.loads((root / "metrics" / "prepare.json").read_text())
+        report.pop("prepare_examples")
         assert report == {f"prepare_{k}": v for k, v in expected.items()}
         tables.append(pd.read_parquet(root / "data" / "prepared" / "papers.parquet"))
     pd.testing.assert_frame_equal(tables[0], tables[1])
@@ -232,6 +312,37 @@ def test_main_smoke(tiny_project: Path) -> None:
     assert len(df) == 6 * 24 and df["subject"].nunique() == 6
     metrics = json.loads((tiny_project / "metrics" / "prepare.json").read_text())
     assert metrics["prepare_rows_kept"] == len(df)
+    assert metrics.pop("prepare_examples") == {}  # no line dropped
     assert all(k.startswith("prepare_") and math.isfinite(v) for k, v in metrics.items())
     written = sorted(p.name for p in tiny_project.iterdir())
     assert written == ["arxiv.jsonl.gz", "data", "metrics", "params.yaml"]
+
+
+def test_the_drop_rate_guard_names_the_main_reason() -> None:
+    records, _ = messy_snapshot()
+    strict = dataclasses.replace(PARAMS, max_unusable_fraction=0.05)
+    with pytest.raises(PrepareError, match=r"7 of 74 lines \(9\.5%\) are unusable.*mostly unknown_category"):
+        prepare(lines_of(records), strict, seed=0)
+
+
+def test_a_utf16_file_fails_saying_so(tmp_path: Path) -> None:
+    text = "\n".join(json.dumps(p) for p in make_papers(per_subject=500)) + "\n"
+    lines = (text.encode("utf-16")).split(b"\n")  # read as UTF-8 lines, as the sources do
+    loose = dataclasses.replace(PARAMS, min_papers_per_subject=1)
+    with pytest.raises(PrepareError, match="this looks like UTF-16"):
+        prepare(lines, loose, seed=0)
+
+
+def test_a_single_subject_fails_at_prepare() -> None:
+    one = [p for p in make_papers(per_subject=10) if p["categories"].startswith("hep-th")]
+    with pytest.raises(PrepareError, match=r"only one subject is left \(hep-th, 10 papers\)"):
+        prepare(lines_of(one), PARAMS, seed=0)
+
+
+def test_surrogates_and_bad_bytes_are_counted_not_fatal() -> None:
+    papers = make_papers(per_subject=10)
+    bad = [json.dumps({**papers[0], "id": "2405.00001", "title": "x \ud800"}).encode(), b'{"id": "\xff"}']
+    df, report = prepare([*lines_of(papers), *bad], PARAMS, seed=0)
+    assert report["dropped_lone_surrogate"] == 1 and report["dropped_invalid_utf8"] == 1
+    assert report["examples"]["lone_surrogate"] == ["line 61"]
+    df.to_parquet(io.BytesIO())  # what once failed: every kept text encodes as UTF-8

@@ -16,8 +16,15 @@ from stages.prepare import parse_record
 from stages.tfidf_baseline import TfidfParams, fit_vectorizer, tfidf_baseline
 
 PARAMS = TfidfParams(max_features=500, ngram_max=2, min_df=1, sublinear_tf=True)
-IR = IREvalParams(n_queries=12, n_corpus=40, batch_size=8)
-CLF = LogregParams(C=10.0, max_iter=200, max_train_papers=60, max_test_papers=None, batch_size=8)
+IR = IREvalParams(n_queries=12, n_corpus=40, batch_size=8, matryoshka_dims=[])
+CLF = LogregParams(
+    C=10.0,
+    max_iter=200,
+    max_train_papers=60,
+    max_test_papers=None,
+    batch_size=8,
+    classifier_train_papers=None,
+)
 
 
 def test_texts_follow_the_mode() -> None:
