@@ -6,7 +6,8 @@ Writes  ``${paths.model_dir}`` (the fine-tuned model), ``metrics/train.json`` (v
         after training, throughput) and the dvclive log ``metrics/train_log/`` (metrics.json, plots).
 
 The recipe: model -> datasets -> loss -> evaluator (run once before training for the baseline) -> arguments ->
-trainer -> save. Weights & Biases logs when ``train.wandb.mode`` is ``offline`` or ``online``.
+trainer -> save. Weights & Biases logs when the environment sets ``WANDB_MODE`` to ``offline`` or ``online``
+(a logging choice, not a param: it does not change what is trained).
 
 Data-parallel: ``torchrun --nproc_per_node N stages/train.py`` or ``accelerate launch --multi_gpu stages/train.py``
 (in ``dvc.yaml`` through ``train.launcher``) trains one replica per device, each on its own share of the batches
@@ -23,53 +24,19 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import pandas as pd
 
 from arxiv_embed.distributed import is_main_process
-from arxiv_embed.io import read_parquet, read_split, write_json
-from arxiv_embed.losses import SubjectAwareMNRLoss
+from arxiv_embed.io import atomic_dir, read_parquet, read_split, write_json
+from arxiv_embed.losses import SubjectAwareMNRLoss, SubjectSupConLoss
 from arxiv_embed.metrics import ir_sample
 from arxiv_embed.models import load_model
-from arxiv_embed.params import IREvalParams, Meta, Paths, load_common, load_section
+from arxiv_embed.params import CONTRASTIVE_LOSSES, Loss, Meta, Paths, TrainParams, run_stage_check
 from arxiv_embed.storage import stage_storage
 from arxiv_embed.text import TextMode, papers_texts
-
-Loss = Literal["subject_mnrl", "mnrl", "cached_mnrl", "contrastive"]
-
-
-@dataclass(frozen=True)
-class WandbParams:
-    mode: Literal["disabled", "offline", "online"] = "disabled"
-    project: str = "arxiv-embed"
-    entity: str | None = None
-
-
-@dataclass(frozen=True)
-class TrainParams:
-    loss: Loss
-    max_pairs: int | None  # use the first n pairs of the pairs file (null: all)
-    max_seq_length: int
-    batch_size: int
-    mini_batch_size: int  # cached_mnrl: forward chunk size (memory), independent of batch_size
-    learning_rate: float
-    epochs: float
-    max_steps: int  # > 0 overrides epochs
-    warmup_ratio: float
-    weight_decay: float
-    precision: Literal["fp32", "fp16", "bf16"]
-    batch_sampler: Literal["no_duplicates", "batch_sampler"]
-    contrastive_margin: float
-    eval_queries: int
-    eval_corpus: int
-    eval_steps: int
-    logging_steps: int
-    dataloader_workers: int
-    launcher: str = "python"  # how dvc.yaml starts the stage: python | torchrun --nproc_per_node N | ...
-    wandb: WandbParams = field(default_factory=WandbParams)
 
 
 def join_text(ids: pd.Series, texts: pd.Series) -> list[str]:
@@ -91,7 +58,7 @@ def training_columns(pairs: pd.DataFrame, texts: pd.Series, loss: Loss) -> dict[
 
     For ``subject_mnrl`` the label is the subject's index in the sorted subject list.
     """
-    if loss == "contrastive":
+    if loss in CONTRASTIVE_LOSSES:
         return {
             "sentence1": join_text(pairs["id1"], texts),
             "sentence2": join_text(pairs["id2"], texts),
@@ -103,22 +70,34 @@ def training_columns(pairs: pd.DataFrame, texts: pd.Series, loss: Loss) -> dict[
     }
     if "negative_id" in pairs:
         columns["negative"] = join_text(pairs["negative_id"], texts)
-    if loss == "subject_mnrl":
+    if loss in ("subject_mnrl", "supcon"):
         columns["label"] = pd.Categorical(pairs["subject"]).codes.astype(int).tolist()
     return columns
 
 
 def build_loss(model: Any, params: TrainParams) -> Any:
-    from sentence_transformers import losses  # type: ignore[attr-defined]
+    """The loss ``train.loss`` names, wrapped in MatryoshkaLoss when ``train.matryoshka_dims`` is set."""
+    from sentence_transformers.sentence_transformer import losses
 
+    loss = _base_loss(model, params, losses)
+    if params.matryoshka_dims:
+        return losses.MatryoshkaLoss(model, loss, matryoshka_dims=list(params.matryoshka_dims))
+    return loss
+
+
+def _base_loss(model: Any, params: TrainParams, losses: Any) -> Any:
     if params.loss == "subject_mnrl":
         return SubjectAwareMNRLoss(model)
+    if params.loss == "supcon":
+        return SubjectSupConLoss(model, temperature=params.supcon_temperature)
     if params.loss == "mnrl":
         return losses.MultipleNegativesRankingLoss(model)
     if params.loss == "cached_mnrl":
         return losses.CachedMultipleNegativesRankingLoss(model, mini_batch_size=params.mini_batch_size)
     if params.loss == "contrastive":
         return losses.ContrastiveLoss(model, margin=params.contrastive_margin)
+    if params.loss == "online_contrastive":
+        return losses.OnlineContrastiveLoss(model, margin=params.contrastive_margin)
     raise ValueError(f"train: unknown loss {params.loss!r}")
 
 
@@ -152,7 +131,7 @@ def training_arguments(params: TrainParams, output_dir: str, seed: int, use_cuda
     from sentence_transformers import SentenceTransformerTrainingArguments
     from sentence_transformers.training_args import BatchSamplers
 
-    report_to = ["wandb"] if params.wandb.mode != "disabled" else "none"
+    report_to = ["wandb"] if wandb_enabled() else "none"
     return SentenceTransformerTrainingArguments(
         output_dir=output_dir,
         num_train_epochs=params.epochs,
@@ -178,14 +157,14 @@ def training_arguments(params: TrainParams, output_dir: str, seed: int, use_cuda
     )
 
 
-def configure_wandb(wandb: WandbParams) -> None:
-    """W&B reads its settings from the environment; never needs the network unless mode is online."""
-    if wandb.mode == "disabled":
-        return
-    os.environ.setdefault("WANDB_MODE", wandb.mode)
-    os.environ.setdefault("WANDB_PROJECT", wandb.project)
-    if wandb.entity:
-        os.environ.setdefault("WANDB_ENTITY", wandb.entity)
+def wandb_enabled() -> bool:
+    """W&B logs when ``WANDB_MODE`` is ``offline`` or ``online`` (project: ``WANDB_PROJECT``, default arxiv-embed)."""
+    return os.environ.get("WANDB_MODE", "disabled").strip().lower() in ("offline", "online")
+
+
+def configure_wandb() -> None:
+    if wandb_enabled():
+        os.environ.setdefault("WANDB_PROJECT", "arxiv-embed")
 
 
 def fine_tune(
@@ -206,7 +185,11 @@ def fine_tune(
     set_seed(meta.seed)
     mode: TextMode = meta.text_mode
     # 1. Model
-    model = load_model(meta.base_model, max_seq_length=params.max_seq_length)
+    model = load_model(meta.base_model, max_seq_length=meta.max_seq_length)
+    if params.loss == "none":  # no fine-tuning: the base model goes on as it is (e.g. to an adapter)
+        before = build_evaluator(val_papers, params, mode, meta.seed, eval_batch_size)(model)
+        metrics = {f"{stage}_{k}": v for stage in ("untuned", "finetuned") for k, v in before.items()}
+        return model, {**metrics, "steps": 0, "pairs": 0, "seconds": 0.0, "pairs_per_second": 0.0}
     # 2. Dataset
     if params.max_pairs is not None:
         pairs = pairs.iloc[: params.max_pairs]
@@ -217,7 +200,7 @@ def fine_tune(
     evaluator = build_evaluator(val_papers, params, mode, meta.seed, eval_batch_size)
     before = evaluator(model)
     # 5. Arguments and 6. trainer
-    configure_wandb(params.wandb)
+    configure_wandb()
     with tempfile.TemporaryDirectory(prefix="train-") as output_dir:
         trainer = SentenceTransformerTrainer(
             model=model,
@@ -247,7 +230,7 @@ def fine_tune(
     return model, metrics
 
 
-def train(params: TrainParams, ir: IREvalParams, paths: Paths, meta: Meta) -> dict[str, float]:
+def train(params: TrainParams, eval_batch_size: int, paths: Paths, meta: Meta) -> dict[str, float]:
     """Read the pairs and splits, fine-tune with a dvclive log, save the model to ``paths.model_dir``.
 
     Under a launcher every process trains; only the main one logs and saves.
@@ -255,7 +238,7 @@ def train(params: TrainParams, ir: IREvalParams, paths: Paths, meta: Meta) -> di
     from dvclive import Live
     from transformers.integrations import DVCLiveCallback
 
-    pairs_file = "contrastive.parquet" if params.loss == "contrastive" else "mnrl.parquet"
+    pairs_file = "contrastive.parquet" if params.loss in CONTRASTIVE_LOSSES else "mnrl.parquet"
     live = None
     if is_main_process():
         live_dir = Path(paths.metrics_dir) / "train_log"
@@ -267,25 +250,24 @@ def train(params: TrainParams, ir: IREvalParams, paths: Paths, meta: Meta) -> di
         train_papers=read_split(paths.split_dir, "train"),
         pairs=read_parquet(Path(paths.pairs_dir) / pairs_file),
         val_papers=read_split(paths.split_dir, "val"),
-        eval_batch_size=ir.batch_size,
+        eval_batch_size=eval_batch_size,
         callbacks=[DVCLiveCallback(live=live)] if live is not None else [],
     )
     if live is not None:
         live.end()
-        # 7. Save to the declared out
-        model.save(paths.model_dir)
+        # 7. Save to the declared out (written beside it, then renamed over it)
+        with atomic_dir(paths.model_dir) as staging:
+            model.save(str(staging))
     return metrics
 
 
 @stage_storage("train")
 def main() -> None:
-    params = load_section(TrainParams, "train")
-    ir = load_section(IREvalParams, "ir_eval")
-    paths, meta = load_common()
-    metrics = train(params, ir, paths, meta)
+    p = run_stage_check("train")
+    metrics = train(p.train, p.ir_eval.batch_size, p.paths, p.meta)
     if not is_main_process():
         return
-    write_json(Path(paths.metrics_dir) / "train.json", {f"train_{k}": v for k, v in metrics.items()})
+    write_json(Path(p.paths.metrics_dir) / "train.json", {f"train_{k}": v for k, v in metrics.items()})
     print({k: round(v, 4) for k, v in metrics.items() if "precision@10" in k or "per_second" in k})
 
 

@@ -49,3 +49,33 @@ def subject_masked_cross_entropy(scores: torch.Tensor, labels: torch.Tensor) -> 
     mask[:, :batch] = same
     scores = scores.masked_fill(mask, torch.finfo(scores.dtype).min)
     return F.cross_entropy(scores, torch.arange(batch, device=scores.device))
+
+
+class SubjectSupConLoss(nn.Module):
+    """Multi-positive contrastive loss over subjects: every paper of a row's subject in the batch is a positive.
+
+    The rows are (anchor, positive) pairs with an integer ``label`` (the subject); all ``2 x batch`` texts are
+    embedded and each is scored against every other with the supervised contrastive loss of Khosla et al.
+    (2020), so a batch with k papers of one subject gives each of them k - 1 positives instead of MNRL's one,
+    and no paper of the same subject is ever a negative. With ``group_by_label`` batches each subject appears
+    several times per batch.
+    """
+
+    def __init__(self, model: Any, temperature: float = 0.05) -> None:
+        super().__init__()
+        self.model = model
+        self.temperature = temperature
+
+    def forward(
+        self, sentence_features: Iterable[dict[str, torch.Tensor]], labels: torch.Tensor
+    ) -> torch.Tensor:
+        from arxiv_embed.adapter import supcon_loss
+
+        embeddings = [self.model(features)["sentence_embedding"] for features in sentence_features]
+        z = F.normalize(torch.cat(embeddings), dim=-1)
+        labels = labels.to(z.device).long().repeat(len(embeddings))
+        return supcon_loss(z, labels, self.temperature)
+
+    @property
+    def citation(self) -> str:
+        return "Khosla et al., 2020, Supervised Contrastive Learning"

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from pipeline_helpers import tiny_params
+import yaml
+from pipeline_helpers import run_stages, tiny_params
 
-from arxiv_embed.params import load_section
-from stages.train import TrainParams, WandbParams, configure_wandb, join_text, paper_texts, training_columns
+from arxiv_embed.params import TrainParams, load_section
+from stages.train import configure_wandb, join_text, paper_texts, training_columns, wandb_enabled
 
 TEXTS = pd.Series({"a": "text a", "b": "text b", "c": "text c", "d": "text d"})
 MNRL = pd.DataFrame(
@@ -68,19 +69,23 @@ def test_paper_texts_by_mode() -> None:
     assert paper_texts(papers, "abstract").to_dict() == {"1": "Abs one.", "2": "Abs two."}
 
 
-def test_configure_wandb(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("WANDB_MODE", "WANDB_PROJECT", "WANDB_ENTITY"):
+def test_wandb_is_set_by_the_environment_not_by_params(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("WANDB_MODE", "WANDB_PROJECT"):
         monkeypatch.delenv(name, raising=False)
-    configure_wandb(WandbParams(mode="disabled"))
-    assert "WANDB_MODE" not in os.environ
-    configure_wandb(WandbParams(mode="offline", project="p", entity="e"))
-    names = ("WANDB_MODE", "WANDB_PROJECT", "WANDB_ENTITY")
-    assert [os.environ[name] for name in names] == ["offline", "p", "e"]
+    assert not wandb_enabled()
+    configure_wandb()
+    assert "WANDB_PROJECT" not in os.environ
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    assert wandb_enabled()
+    configure_wandb()
+    assert os.environ["WANDB_PROJECT"] == "arxiv-embed"
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    assert not wandb_enabled()
 
 
 def test_train_params_of_the_tiny_project(tmp_path: Path) -> None:
     params = load_section(TrainParams, "train", tiny_params(tmp_path / "x.jsonl.gz"))
-    assert (params.max_steps, params.batch_size, params.wandb.mode) == (4, 8, "disabled")
+    assert (params.max_steps, params.batch_size) == (4, 8)
 
 
 @pytest.mark.slow
@@ -97,3 +102,30 @@ def test_main_smoke(trained_project: Path) -> None:
     log = trained_project / "metrics" / "train_log"
     assert (log / "metrics.json").is_file()
     assert any((log / "plots" / "metrics").rglob("*.tsv"))
+
+
+@pytest.mark.slow
+def test_supcon_with_label_batches_and_matryoshka_trains(tiny_project: Path) -> None:
+    """The multi-positive loss over subjects, grouped-by-label batches and MatryoshkaLoss around it."""
+    params = yaml.safe_load((tiny_project / "params.yaml").read_text())
+    params["train"].update(
+        loss="supcon", batch_sampler="group_by_label", matryoshka_dims=[384, 64], max_steps=2, eval_steps=0
+    )
+    (tiny_project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run_stages("prepare", "split", "pairs", "train")
+    metrics = json.loads((tiny_project / "metrics" / "train.json").read_text())
+    assert metrics["train_steps"] == 2 and math.isfinite(metrics["train_loss"])
+    assert (tiny_project / "models" / "finetuned" / "modules.json").is_file()
+
+
+@pytest.mark.slow
+def test_loss_none_passes_the_base_model_on(tiny_project: Path) -> None:
+    params = yaml.safe_load((tiny_project / "params.yaml").read_text())
+    params["train"]["loss"] = "none"
+    (tiny_project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run_stages("prepare", "split", "pairs", "train")
+    metrics = json.loads((tiny_project / "metrics" / "train.json").read_text())
+    assert metrics["train_steps"] == 0
+    assert (
+        metrics["train_untuned_val_cosine_precision@10"] == metrics["train_finetuned_val_cosine_precision@10"]
+    )

@@ -18,9 +18,8 @@ PAIRS, BATCH = 16, 4  # one epoch: 4 steps in one process, 2 steps on each of tw
 @pytest.mark.slow
 def test_train_under_torchrun_two_processes(tiny_project: Path) -> None:
     params = yaml.safe_load((tiny_project / "params.yaml").read_text())
-    params["train"].update(
-        {"max_pairs": PAIRS, "batch_size": BATCH, "max_seq_length": 32, "epochs": 1, "max_steps": -1}
-    )
+    params["train"].update({"max_pairs": PAIRS, "batch_size": BATCH, "epochs": 1, "max_steps": -1})
+    params["meta"]["max_seq_length"] = 32
     (tiny_project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run_stages("prepare", "split", "pairs")
 
