@@ -5,7 +5,8 @@ the same split, then measures on the same test sample (the ``ir_eval`` protocol)
 
 - ``anchor``: plain MultipleNegativesRankingLoss, 200k random same-subject pairs from 32k train papers, batch 256,
   seq 256, bf16, lr 1e-4, one epoch, NO_DUPLICATES batches (the issue's reference recipe);
-- ``project``: the ``pairs`` and ``train`` sections of params.yaml as committed (the default profile).
+- ``project``: the ``pairs`` and ``train`` sections of the GPU profile (``conf/`` composed with ``profile=gpu``,
+  as ``dvc exp run -S profile=gpu`` would; ``--params FILE`` reads a params file instead).
 
 Prints pairs/s in training, abstracts/s when encoding, precision@1/10, MRR@10, MAP@100 and logistic-regression
 accuracy / macro-F1 per configuration, and writes them as JSON (``--out``). Encoding abstracts/s is end to end
@@ -42,18 +43,26 @@ from arxiv_embed.metrics import (
     stratified_sample,
 )
 from arxiv_embed.models import load_model
-from arxiv_embed.params import IREvalParams, LogregParams, Meta, load_section, read_params
+from arxiv_embed.params import (
+    IREvalParams,
+    LogregParams,
+    Meta,
+    PairsParams,
+    TrainParams,
+    compose,
+    load_section,
+    read_params,
+)
 from arxiv_embed.pooling import rowwise_cosine
 from arxiv_embed.text import papers_texts
 from stages.logreg import fit_classifier
-from stages.pairs import PairsParams, make_pairs
-from stages.train import TrainParams, fine_tune
+from stages.pairs import make_pairs
+from stages.train import fine_tune
 
 ANCHOR_PAPERS = 32_000
 ANCHOR = {
     "loss": "mnrl",
     "max_pairs": None,
-    "max_seq_length": 256,
     "batch_size": 256,
     "learning_rate": 1e-4,
     "epochs": 1,
@@ -100,7 +109,8 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--split-dir", default="data/split")
-    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--params", help="a params file (default: conf/ composed with --profile)")
+    parser.add_argument("--profile", default="gpu", help="profile to compose when --params is not given")
     parser.add_argument("--base-model", help="folder or hub id (default: meta.base_model)")
     parser.add_argument("--configs", default="anchor,project")
     parser.add_argument("--logreg-train", type=int, default=20_000, help="train papers for the classifier")
@@ -110,7 +120,7 @@ def main() -> None:
     parser.add_argument("--tiny", action="store_true", help="a few steps on a CPU: checks the script runs")
     args = parser.parse_args()
 
-    params = read_params(args.params)
+    params = read_params(args.params) if args.params else compose([f"profile={args.profile}"])
     meta = load_section(Meta, "meta", params)
     if args.base_model:
         meta = dataclasses.replace(meta, base_model=args.base_model)
@@ -122,7 +132,7 @@ def main() -> None:
     anchor_papers, logreg_train = ANCHOR_PAPERS, args.logreg_train
     anchor_train = dict(ANCHOR)
     if args.tiny:
-        tiny = {"max_pairs": 64, "batch_size": 16, "max_seq_length": 64, "precision": "fp32", "eval_steps": 0}
+        tiny = {"max_pairs": 64, "batch_size": 16, "precision": "fp32", "eval_steps": 0}
         tiny |= {"eval_queries": 20, "eval_corpus": 80, "dataloader_workers": 0}
         train_params = dataclasses.replace(train_params, **tiny)
         anchor_train |= tiny

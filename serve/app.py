@@ -178,7 +178,7 @@ def _load(settings: Settings, metrics: Metrics) -> tuple[OnnxEncoder, dict[str, 
     loaded["index_absent"] = absent_reason(settings.index_dir, (INDEX_FILE, META_FILE))
     loaded["index"] = None
     if loaded["index_absent"] is None and settings.index_dir is not None:
-        loaded["index"] = load_index(settings.index_dir, encoder.dimension)
+        loaded["index"] = load_index(settings.index_dir, encoder.dimensions)
     loaded["classifier_absent"] = absent_reason(settings.classifier_dir, CLASSIFIER_FILES)
     loaded["classifier"] = None
     if loaded["classifier_absent"] is None and settings.classifier_dir is not None:
@@ -261,6 +261,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             model=rt.settings.model_name,
             onnx_file=rt.settings.onnx_file,
             dimension=rt.encoder.dimension,
+            dimensions=rt.encoder.dimensions,
+            index_dimension=rt.index.index.d if rt.index else None,
             max_tokens=rt.encoder.max_seq_length,
             index_size=rt.index.size if rt.index else None,
             classifier_classes=len(rt.classifier.classes) if rt.classifier else None,
@@ -288,9 +290,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.post("/v1/embeddings", response_model=OpenAIEmbeddingResponse, responses=_errors(*_COMMON))
     async def openai_embeddings(body: OpenAIEmbeddingRequest, rt: Runtime = runtime) -> Response:
         """OpenAI-compatible embeddings (always L2-normalised, truncated to the model's max tokens)."""
-        if body.dimensions is not None and body.dimensions > rt.encoder.dimension:
+        if body.dimensions is not None and body.dimensions not in rt.encoder.dimensions:
+            sizes = ", ".join(map(str, rt.encoder.dimensions))
             raise ApiError(
-                422, "invalid_request", f"dimensions: at most {rt.encoder.dimension} for this model"
+                422,
+                "invalid_request",
+                f"dimensions: {body.dimensions} is not a size this model was evaluated at; one of {sizes}",
             )
         texts = [body.input] if isinstance(body.input, str) else body.input
         vectors, tokens = await _embed(rt, texts)
@@ -348,8 +353,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if app.openapi_schema is None:
             schema = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
             runtime = app.state.runtime
-            dimension = runtime.encoder.dimension if runtime else None
-            app.openapi_schema = publish_limits(schema, settings.max_items, settings.max_chars, dimension)
+            dimensions = runtime.encoder.dimensions if runtime else None
+            app.openapi_schema = publish_limits(schema, settings.max_items, settings.max_chars, dimensions)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

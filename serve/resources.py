@@ -31,8 +31,14 @@ class PaperIndex:
         return int(self.index.ntotal)
 
     def search(self, query: np.ndarray, k: int) -> list[dict[str, object]]:
-        """The ``k`` nearest papers to one normalised query vector, best first."""
+        """The ``k`` nearest papers to one normalised query vector, best first.
+
+        A longer query vector than the index's (a Matryoshka index) is cut to the index's size and renormalised.
+        """
         k = min(k, self.size)
+        if query.shape[-1] > self.index.d:
+            query = query[..., : self.index.d]
+            query = query / max(float(np.linalg.norm(query)), 1e-12)
         scores, rows = self.index.search(np.ascontiguousarray(query.reshape(1, -1), dtype=np.float32), k)
         hits = []
         for rank, (score, row) in enumerate(zip(scores[0], rows[0], strict=True), start=1):
@@ -66,15 +72,23 @@ class Classifier:
         return exp / exp.sum(axis=-1, keepdims=True)
 
 
-def load_index(index_dir: Path, dimension: int) -> PaperIndex:
-    """Read ``index.faiss`` and ``meta.parquet``; fail if they disagree with each other or with the model."""
+def load_index(index_dir: Path, dimensions: int | list[int]) -> PaperIndex:
+    """Read ``index.faiss`` and ``meta.parquet``; fail if they disagree with each other or with the model.
+
+    ``dimensions``: the vector sizes the model was evaluated at; the index may hold any of them (queries are cut
+    to its size)."""
+    dimension = dimensions if isinstance(dimensions, int) else dimensions[0]
+    allowed = [dimensions] if isinstance(dimensions, int) else list(dimensions)
     index = faiss.read_index(str(index_dir / INDEX_FILE))
     meta = pd.read_parquet(index_dir / META_FILE)
     missing = [c for c in META_COLUMNS if c not in meta.columns]
     if missing:
         raise ResourceError(f"{index_dir / META_FILE}: missing column(s) {missing}")
-    if index.d != dimension:
-        raise ResourceError(f"{index_dir}: index dimension {index.d} != model dimension {dimension}")
+    if index.d not in allowed:
+        raise ResourceError(
+            f"{index_dir}: index dimension {index.d} is not one the model was evaluated at "
+            f"({', '.join(map(str, allowed))}; model dimension {dimension})"
+        )
     if index.ntotal != len(meta):
         raise ResourceError(f"{index_dir}: {index.ntotal} vectors but {len(meta)} metadata rows")
     meta = meta[list(META_COLUMNS)].astype(str).reset_index(drop=True)

@@ -40,6 +40,12 @@ class InfoResponse(BaseModel):
     model: str
     onnx_file: str
     dimension: int
+    dimensions: list[int] = Field(
+        description="vector sizes the model was evaluated at (full first): what `dimensions` may ask for"
+    )
+    index_dimension: int | None = Field(
+        description="vector size of the search index; null when none is loaded"
+    )
     max_tokens: int
     index_size: int | None = Field(description="papers in the search index; null when no index is loaded")
     classifier_classes: int | None = Field(description="subjects of the classifier; null when none is loaded")
@@ -130,7 +136,7 @@ class ClassifyResponse(BaseModel):
 
 
 def publish_limits(
-    openapi: dict[str, Any], max_items: int, max_chars: int, dimension: int | None
+    openapi: dict[str, Any], max_items: int, max_chars: int, dimensions: list[int] | None
 ) -> dict[str, Any]:
     """Write the configured limits into the OpenAPI schema (the endpoints enforce them: 413, 422)."""
 
@@ -151,8 +157,8 @@ def publish_limits(
         if option.get("type") == "integer":  # pydantic leaves "ge" untranslated inside this union
             option.pop("ge", None)
             option["minimum"] = 1
-            if dimension is not None:
-                option["maximum"] = dimension
+            if dimensions:
+                option["enum"] = sorted(dimensions)  # the sizes the model was evaluated at
     return openapi
 
 

@@ -1,7 +1,7 @@
 """FAISS build: a search index of the prepared papers, embedded with the exported ONNX model.
 
 Reads   ``${paths.prepared}``, and ``${paths.onnx_dir}`` (``faiss_build.model_file``: int8 or fp32) with
-        ``faiss_build.encoder: onnx`` (ONNX Runtime on the CPU) or ``${paths.model_dir}`` with ``encoder: torch``
+        ``faiss_build.encoder: onnx`` (ONNX Runtime on the CPU) or ``${paths.embedder_dir}`` with ``encoder: torch``
         (the fine-tuned model through :func:`arxiv_embed.encode.fast_encode`: fp16 on a GPU when there is one,
         for large corpora; the API then embeds queries with a different graph of the same model).
 Params  ``faiss_build`` (index type and its settings), ``meta``.
@@ -18,41 +18,24 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import faiss
 import numpy as np
 import pandas as pd
 
-from arxiv_embed.io import read_parquet, write_json, write_parquet
+from arxiv_embed.io import atomic_dir, read_parquet, write_json, write_parquet
 from arxiv_embed.metrics import stratified_sample
 from arxiv_embed.onnx import OnnxEncoder
-from arxiv_embed.params import load_common, load_section
+from arxiv_embed.params import FaissBuildParams, run_stage_check
+from arxiv_embed.pooling import l2_normalize
 from arxiv_embed.storage import stage_storage
 from arxiv_embed.text import TextMode, papers_texts
 
 INDEX_FILE = "index.faiss"
 META_FILE = "meta.parquet"
 K = 10
-
-
-@dataclass(frozen=True)
-class FaissBuildParams:
-    encoder: Literal["onnx", "torch"]
-    model_file: str
-    index: Literal["flat", "ivf", "hnsw"]
-    max_papers: int | None
-    batch_size: int
-    torch_batch_size: int
-    threads: int | None
-    ivf_nlist: int
-    ivf_nprobe: int
-    hnsw_m: int
-    hnsw_ef_construction: int
-    hnsw_ef_search: int
-    n_recall_queries: int
 
 
 def build_index(vectors: np.ndarray, params: FaissBuildParams) -> faiss.Index:
@@ -98,6 +81,15 @@ def corpus_encoder(
     return lambda texts: fast_encode(model, texts, batch_size=params.torch_batch_size)
 
 
+def truncate(vectors: np.ndarray, dimension: int | None) -> np.ndarray:
+    """The first ``dimension`` coordinates of each vector, renormalised (all of them when None)."""
+    if dimension is None or dimension == vectors.shape[1]:
+        return vectors
+    if dimension > vectors.shape[1]:
+        raise ValueError(f"faiss_build.dimension = {dimension} is more than the model's {vectors.shape[1]}")
+    return l2_normalize(np.ascontiguousarray(vectors[:, :dimension]))
+
+
 def recall_at_k(found: np.ndarray, exact: np.ndarray, k: int = K) -> float:
     """Mean share of each query's exact top-k that the approximate top-k also returns."""
     hits = [len(set(f[:k]) & set(e[:k])) / min(k, len(e)) for f, e in zip(found, exact, strict=True)]
@@ -124,28 +116,28 @@ def search_metrics(index: faiss.Index, vectors: np.ndarray, queries: np.ndarray)
 
 @stage_storage("faiss_build")
 def main() -> None:
-    params = load_section(FaissBuildParams, "faiss_build")
-    paths, meta = load_common()
+    p = run_stage_check("faiss_build")
+    params, paths, meta = p.faiss_build, p.paths, p.meta
     mode: TextMode = meta.text_mode
     if params.threads is not None:
         faiss.omp_set_num_threads(params.threads)
-    encode = corpus_encoder(params, paths.onnx_dir, paths.model_dir, meta.max_seq_length)
+    encode = corpus_encoder(params, paths.onnx_dir, paths.embedder_dir, meta.max_seq_length)
     papers = stratified_sample(read_parquet(paths.prepared), params.max_papers, meta.seed)
 
     start = time.perf_counter()
     texts = papers_texts(papers, mode)
-    vectors = encode(texts)
+    vectors = truncate(encode(texts), params.dimension)
     encode_seconds = time.perf_counter() - start
     start = time.perf_counter()
     index = build_index(vectors, params)
     build_seconds = time.perf_counter() - start
 
     held_out = papers.sample(n=min(params.n_recall_queries, len(papers)), random_state=meta.seed)
-    queries = encode(held_out["title"].tolist())
+    queries = truncate(encode(held_out["title"].tolist()), params.dimension)
     out = Path(paths.faiss_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    faiss.write_index(index, str(out / INDEX_FILE))
-    write_parquet(paper_meta(papers), out / META_FILE)
+    with atomic_dir(out) as staging:
+        faiss.write_index(index, str(staging / INDEX_FILE))
+        write_parquet(paper_meta(papers), staging / META_FILE)
     metrics = {
         "n_vectors": index.ntotal,
         "dimension": index.d,

@@ -1,6 +1,6 @@
 """ONNX export: the fine-tuned model as ONNX (fp32 and dynamic int8), checked against Sentence Transformers.
 
-Reads   ``${paths.model_dir}`` (the fine-tuned SentenceTransformer), ``${paths.split_dir}/test.parquet``.
+Reads   ``${paths.embedder_dir}`` (the SentenceTransformer: fine-tuned, with its adapter), ``${paths.split_dir}/test.parquet``.
 Params  ``onnx_export`` (parity sample, gates), ``ir_eval`` (the retrieval protocol), ``meta``.
 Writes  ``${paths.onnx_dir}``: ``model.onnx``, ``model_int8.onnx``, ``tokenizer.json``, ``config.json``;
         ``metrics/onnx_export.json``: cosine of the ONNX vectors to Sentence Transformers' on test papers
@@ -15,32 +15,22 @@ below fp32.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from arxiv_embed.encode import encode_papers
-from arxiv_embed.io import read_split, write_json
+from arxiv_embed.io import atomic_dir, read_split, write_json
 from arxiv_embed.metrics import IRSample, cosine_scores, ir_metrics, ir_sample, stratified_sample
 from arxiv_embed.models import load_model
 from arxiv_embed.onnx import INT8_FILE, MODEL_FILE, OnnxEncoder, export_onnx, quantize_int8
-from arxiv_embed.params import IREvalParams, load_common, load_section
+from arxiv_embed.params import OnnxExportParams, run_stage_check
 from arxiv_embed.pooling import rowwise_cosine
 from arxiv_embed.storage import stage_storage
 from arxiv_embed.text import TextMode, papers_texts
 
 VARIANTS = {"fp32": MODEL_FILE, "int8": INT8_FILE}
-
-
-@dataclass(frozen=True)
-class OnnxExportParams:
-    n_parity_texts: int  # test papers (stratified sample) compared with Sentence Transformers
-    min_cosine_fp32: float  # gate on the lowest cosine
-    min_mean_cosine_int8: float  # gate on the mean cosine
-    max_precision_drop_int8: float  # gate: fp32 precision@10 - int8 precision@10
-    batch_size: int
 
 
 def onnx_encode(encoder: OnnxEncoder, papers: pd.DataFrame, mode: TextMode, batch_size: int) -> np.ndarray:
@@ -85,19 +75,20 @@ def gate_failures(metrics: dict[str, float], params: OnnxExportParams) -> list[s
 
 @stage_storage("onnx_export")
 def main() -> None:
-    params = load_section(OnnxExportParams, "onnx_export")
-    protocol = load_section(IREvalParams, "ir_eval")
-    paths, meta = load_common()
+    p = run_stage_check("onnx_export")
+    params, protocol, paths, meta = p.onnx_export, p.ir_eval, p.paths, p.meta
     mode: TextMode = meta.text_mode
     out = Path(paths.onnx_dir)
 
     start = time.perf_counter()
-    quantize_int8(export_onnx(paths.model_dir, out, meta.max_seq_length), out / INT8_FILE)
+    with atomic_dir(out) as staging:
+        fp32 = export_onnx(paths.embedder_dir, staging, meta.max_seq_length, protocol.matryoshka_dims)
+        quantize_int8(fp32, staging / INT8_FILE)
     metrics: dict[str, float] = {"export_seconds": time.perf_counter() - start}
 
     test = read_split(paths.split_dir, "test")
     parity = stratified_sample(test, params.n_parity_texts, meta.seed)
-    model = load_model(paths.model_dir, max_seq_length=meta.max_seq_length)
+    model = load_model(paths.embedder_dir, max_seq_length=meta.max_seq_length)
     reference = encode_papers(model, parity, mode, params.batch_size, "Sentence Transformers reference")
     sample = ir_sample(test, protocol.n_queries, protocol.n_corpus, meta.seed)
     for name, file in VARIANTS.items():

@@ -26,14 +26,14 @@ def tiny_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.fixture(scope="session")
 def trained_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny project run through prepare -> split -> pairs -> train once per session (read-only for tests)."""
+    """A tiny project run through prepare -> split -> pairs -> train -> adapter once per session (read-only)."""
     root = tmp_path_factory.mktemp("trained")
     snapshot = write_snapshot(root / "arxiv.jsonl.gz", make_papers())
     (root / "params.yaml").write_text(yaml.safe_dump(tiny_params(snapshot), sort_keys=False))
     cwd = Path.cwd()
     os.chdir(root)
     try:
-        run_stages("prepare", "split", "pairs", "train")
+        run_stages("prepare", "split", "pairs", "train", "adapter")
     finally:
         os.chdir(cwd)
     return root

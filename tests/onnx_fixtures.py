@@ -23,10 +23,13 @@ def bundled_minilm() -> Path:
 
 @pytest.fixture(scope="session")
 def onnx_minilm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Export folder of the bundled MiniLM: model.onnx, model_int8.onnx, tokenizer.json, config.json."""
+    """Export folder of the bundled MiniLM: model.onnx, model_int8.onnx, tokenizer.json, config.json.
+
+    Evaluated (as the pipeline would record) at 384 and the shorter sizes 128 and 8.
+    """
     from arxiv_embed.onnx import INT8_FILE, export_onnx, quantize_int8
 
     folder = tmp_path_factory.mktemp("onnx_minilm")
-    fp32 = export_onnx(bundled_minilm(), folder, ONNX_TEST_MAX_SEQ_LENGTH)
+    fp32 = export_onnx(bundled_minilm(), folder, ONNX_TEST_MAX_SEQ_LENGTH, dimensions=(128, 8))
     quantize_int8(fp32, folder / INT8_FILE)
     return folder

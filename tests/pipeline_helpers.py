@@ -61,11 +61,11 @@ def write_snapshot(path: Path, records: list[dict | str]) -> Path:
 
 
 TINY_OVERRIDES = {
+    "meta": {"max_seq_length": 48},
     "prepare": {"min_papers_per_subject": 5, "min_abstract_chars": 20},
     "split": {"val_fraction": 0.2, "test_fraction": 0.3},
     "pairs": {"n_pairs": 64, "n_contrastive": 64},
     "train": {
-        "max_seq_length": 48,
         "batch_size": 8,
         "max_steps": 4,
         "eval_queries": 10,
@@ -74,6 +74,15 @@ TINY_OVERRIDES = {
         "logging_steps": 1,
         "dataloader_workers": 0,
         "precision": "fp32",
+    },
+    "adapter": {
+        "n_papers": 60,
+        "encoder": "torch",
+        "encode_batch_size": 16,
+        "epochs": 3,
+        "batch_size": 32,
+        "val_queries": 10,
+        "val_corpus": 20,
     },
     "tfidf_baseline": {"max_features": 500, "min_df": 1},
     "ir_eval": {"n_queries": 12, "n_corpus": 30, "batch_size": 16},
@@ -85,12 +94,20 @@ def tiny_params(input_path: Path) -> dict:
     """The repository's params.yaml with the tiny sizes above, reading ``input_path``."""
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     for section, values in TINY_OVERRIDES.items():
-        if section in params:
-            params[section].update({k: v for k, v in values.items() if k in params[section]})
+        unknown = set(values) - set(params[section])
+        assert not unknown, f"TINY_OVERRIDES: {section} has no keys {unknown}"
+        params[section].update(values)
     params["prepare"]["source"].update({"kind": "file", "uri": str(input_path)})
-    params["meta"]["profile"] = "gpu"  # no profile overrides: the sizes above apply as written
-    params["profiles"]["gpu"] = {}
     return params
+
+
+def tiny_profile(uri: str, extra: dict | None = None) -> str:
+    """A ``conf/profile/<name>.yaml`` with the tiny sizes above (and ``extra`` over them), reading ``uri``."""
+    profile: dict = {section: dict(values) for section, values in TINY_OVERRIDES.items()}
+    for section, values in (extra or {}).items():
+        profile.setdefault(section, {}).update(values)
+    profile["prepare"]["source"] = {"kind": "file", "uri": uri}
+    return "# @package _global_\n" + yaml.safe_dump(profile, sort_keys=False)
 
 
 def run_stages(*names: str) -> None:

@@ -39,7 +39,11 @@ def encode_papers(
     """
     if desc:
         print(f"encoding {len(papers)} papers: {desc}", flush=True)
-    texts = papers_texts(papers, mode)
+    return encode_texts(model, papers_texts(papers, mode), batch_size)
+
+
+def encode_texts(model: Any, texts: list[str], batch_size: int) -> np.ndarray:
+    """L2-normalised float32 embeddings of ``texts``: :func:`fast_encode` on a GPU, ``model.encode`` elsewhere."""
     if getattr(getattr(model, "device", None), "type", None) == "cuda":
         return fast_encode(model, texts, batch_size=batch_size)
     embeddings = model.encode(

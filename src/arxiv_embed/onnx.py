@@ -2,7 +2,9 @@
 
 The graph holds the transformer alone (inputs -> ``token_embeddings``); mean pooling and L2 normalisation are
 :mod:`arxiv_embed.pooling`, shared by the export's parity check and the API. An export folder holds
-``model.onnx`` (fp32), ``model_int8.onnx`` (dynamic int8), ``tokenizer.json`` and ``config.json``.
+``model.onnx`` (fp32), ``model_int8.onnx`` (dynamic int8), ``tokenizer.json`` and ``config.json``, and for a
+model with an adapter (:mod:`arxiv_embed.adapter`: Normalize -> Dense -> Normalize after the pooling)
+``adapter.npz``, the linear map applied to the normalised pooled vectors.
 
 Only numpy, onnxruntime and tokenizers are imported here at module level: the serving image has no torch, so
 :func:`export_onnx` imports torch and sentence_transformers itself, and :func:`quantize_int8` the quantizer.
@@ -27,6 +29,7 @@ MODEL_FILE = "model.onnx"
 INT8_FILE = "model_int8.onnx"
 TOKENIZER_FILE = "tokenizer.json"
 CONFIG_FILE = "config.json"
+ADAPTER_FILE = "adapter.npz"
 OUTPUT_NAME = "token_embeddings"
 OPSET = 17
 # ONNX Runtime's own fusions of residual add + layer norm (``SkipLayerNormalization``) and of bias + GELU
@@ -46,16 +49,21 @@ class TextTooLongError(ValueError):
         self.max_tokens = max_tokens
 
 
-def export_onnx(model_dir: str | Path, out_dir: str | Path, max_seq_length: int) -> Path:
+def export_onnx(
+    model_dir: str | Path, out_dir: str | Path, max_seq_length: int, dimensions: Sequence[int] = ()
+) -> Path:
     """Export the transformer of the SentenceTransformer in ``model_dir`` to ``out_dir/model.onnx``.
 
     Uses the TorchScript exporter (``torch.onnx.export(dynamo=False)``) with dynamic batch and sequence axes and
     eager attention, whose graph ONNX Runtime fuses. Writes the tokenizer and ``config.json`` beside it and
-    returns the path of the ONNX file.
+    returns the path of the ONNX file. ``dimensions`` are the shorter vector sizes the model was evaluated at
+    (``config.json`` lists them with the full one, and the API accepts only those).
     """
     import torch
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.modules.pooling import Pooling
+
+    from arxiv_embed.adapter import adapter_of
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -104,9 +112,23 @@ def export_onnx(model_dir: str | Path, out_dir: str | Path, max_seq_length: int)
             opset_version=OPSET,
         )
     tokenizer.save_pretrained(str(out))
+    adapter = adapter_of(model)
+    from sentence_transformers.sentence_transformer.modules import Dense
+
+    if adapter is None and any(isinstance(m, Dense) for m in model):
+        raise ValueError(f"{model_dir}: a Dense module other than an arxiv_embed adapter cannot be exported")
+    dimension = int(transformer.config.hidden_size)
+    if adapter is not None:
+        np.savez(out / ADAPTER_FILE, weight=adapter[0], bias=adapter[1])
+        dimension = int(adapter[0].shape[0])
+    else:
+        (out / ADAPTER_FILE).unlink(missing_ok=True)
     config = {
         "source_model": str(model_dir),
-        "dimension": int(transformer.config.hidden_size),
+        "dimension": dimension,
+        "hidden_size": int(transformer.config.hidden_size),
+        "adapter": ADAPTER_FILE if adapter is not None else None,
+        "dimensions": sorted({dimension, *(int(d) for d in dimensions if 0 < d < dimension)}, reverse=True),
         "max_seq_length": max_seq_length,
         "pooling": "mean",
         "inputs": inputs,
@@ -186,10 +208,16 @@ class OnnxEncoder:
         self.config = load_config(self.model_dir)
         self.model_file = model_file
         self.dimension: int = int(self.config["dimension"])
+        # The vector sizes the model was evaluated at (full first): what a request may cut its vectors to.
+        self.dimensions: list[int] = [int(d) for d in self.config.get("dimensions") or [self.dimension]]
         self.max_seq_length: int = int(self.config["max_seq_length"])
         self.source_model: str = str(self.config.get("source_model", ""))
         self._inputs: list[str] = list(self.config["inputs"])
         self._pad_id = int(self.config.get("pad_token_id", 0))
+        self._adapter: tuple[np.ndarray, np.ndarray] | None = None
+        if self.config.get("adapter"):
+            with np.load(self.model_dir / self.config["adapter"]) as adapter:
+                self._adapter = (adapter["weight"].astype(np.float32), adapter["bias"].astype(np.float32))
 
         self._counter = Tokenizer.from_file(str(self.model_dir / TOKENIZER_FILE))
         self._counter.no_truncation()
@@ -257,4 +285,8 @@ class OnnxEncoder:
             types[row, :n] = e.type_ids
         feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
         (token_embeddings,) = self._session.run([OUTPUT_NAME], {k: feed[k] for k in self._inputs})
-        return mean_pool(token_embeddings, mask)
+        pooled = mean_pool(token_embeddings, mask)
+        if self._adapter is None:
+            return pooled
+        weight, bias = self._adapter
+        return l2_normalize(pooled) @ weight.T + bias

@@ -139,6 +139,7 @@ def test_too_large_body_is_413_with_or_without_content_length(client: TestClient
         ("/search", {"text": "a", "k": "5"}),
         ("/v1/embeddings", {"input": "a", "model": "m", "encoding_format": "int8"}),
         ("/v1/embeddings", {"input": "a", "model": "m", "dimensions": 385}),
+        ("/v1/embeddings", {"input": "a", "model": "m", "dimensions": 100}),  # not a size it was evaluated at
         ("/v1/embeddings", {"input": [[1, 2, 3]], "model": "m"}),
         ("/search", {"text": "a", "k": 0}),
         ("/search", {"text": "a", "k": 101}),
@@ -323,6 +324,22 @@ def test_openai_dimensions_keep_the_first_components_renormalised(client: TestCl
     ]
     head = np.array(full[:8])
     np.testing.assert_allclose(short, head / np.linalg.norm(head), atol=1e-6)
+
+
+def test_dimensions_are_only_the_sizes_the_model_was_evaluated_at(client: TestClient) -> None:
+    info = client.get("/info").json()
+    assert info["dimensions"] == [384, 128, 8] and info["dimension"] == 384
+    refused = client.post("/v1/embeddings", json={"input": "abc", "dimensions": 100})
+    assert refused.status_code == 422
+    assert "one of 384, 128, 8" in refused.json()["error"]
+    assert (
+        len(
+            client.post("/v1/embeddings", json={"input": "abc", "dimensions": 128}).json()["data"][0][
+                "embedding"
+            ]
+        )
+        == 128
+    )
 
 
 def test_base64_is_little_endian_float32(client: TestClient) -> None:

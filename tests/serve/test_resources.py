@@ -44,7 +44,7 @@ def test_softmax_of_the_linear_scores() -> None:
 
 
 def test_search_ranks_by_inner_product(tmp_path: Path) -> None:
-    index = load_index(write_index(tmp_path, VECTORS, META), dimension=2)
+    index = load_index(write_index(tmp_path, VECTORS, META), dimensions=2)
     assert index.size == 3
     hits = index.search(np.array([1.0, 0.0]), k=2)
     assert [(h["rank"], h["id"], h["title"], h["subject"]) for h in hits] == [
@@ -57,14 +57,23 @@ def test_search_ranks_by_inner_product(tmp_path: Path) -> None:
 
 def test_index_must_match_model_and_metadata(tmp_path: Path) -> None:
     write_index(tmp_path, VECTORS, META)
-    with pytest.raises(ResourceError, match="dimension 2 != model dimension 384"):
-        load_index(tmp_path, dimension=384)
+    with pytest.raises(
+        ResourceError, match=r"index dimension 2 is not one the model was evaluated at \(384, 128"
+    ):
+        load_index(tmp_path, dimensions=[384, 128])
+    assert load_index(tmp_path, dimensions=[384, 2]).index.d == 2  # a Matryoshka index of the model
     META.head(2).to_parquet(tmp_path / "meta.parquet")
     with pytest.raises(ResourceError, match="3 vectors but 2 metadata rows"):
-        load_index(tmp_path, dimension=2)
+        load_index(tmp_path, dimensions=2)
     META.drop(columns="title").to_parquet(tmp_path / "meta.parquet")
     with pytest.raises(ResourceError, match="missing column"):
-        load_index(tmp_path, dimension=2)
+        load_index(tmp_path, dimensions=2)
+
+
+def test_a_shorter_index_gets_queries_cut_to_its_size(tmp_path: Path) -> None:
+    index = load_index(write_index(tmp_path, VECTORS, META), dimensions=[4, 2])
+    query = np.array([1.0, 0.0, 0.5, 0.5])  # cut to [1, 0]: as the 2-d search above
+    assert [h["id"] for h in index.search(query / np.linalg.norm(query), k=2)] == ["a", "c"]
 
 
 def test_classifier_shapes_must_agree(tmp_path: Path) -> None:

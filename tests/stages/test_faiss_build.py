@@ -23,6 +23,7 @@ PARAMS = FaissBuildParams(
     encoder="onnx",
     model_file="model_int8.onnx",
     index="flat",
+    dimension=None,
     max_papers=None,
     batch_size=16,
     torch_batch_size=16,
@@ -116,7 +117,7 @@ def test_main_builds_index_and_metadata(
     onnx_dir.parent.mkdir(parents=True, exist_ok=True)
     onnx_dir.symlink_to(onnx_minilm_dir, target_is_directory=True)
     # encoder torch: the bundled MiniLM stands in for the fine-tuned model that onnx_minilm_dir exports
-    Path(params["paths"]["model_dir"]).symlink_to(resolve_model(MINILM), target_is_directory=True)
+    Path(params["paths"]["embedder_dir"]).symlink_to(resolve_model(MINILM), target_is_directory=True)
 
     run_stages("faiss_build")
 

@@ -40,10 +40,21 @@ def sample_of(queries: list[str], corpus: list[str]) -> IRSample:
 
 def test_evaluate_with_a_perfect_encoder() -> None:
     sample = sample_of(["alpha", "beta"], ["alpha"] * 4 + ["beta"] * 12 + ["gamma"] * 3)
-    per_query = evaluate(WordEncoder(), sample, "title_abstract", batch_size=4, name="fake")
+    per_query, at_dims = evaluate(WordEncoder(), sample, "title_abstract", batch_size=4, name="fake")
     np.testing.assert_allclose(per_query["precision@10"], [0.4, 1.0])
     np.testing.assert_allclose(per_query["recall@10"], [1.0, 10 / 12])
     np.testing.assert_allclose(per_query["ndcg@10"], [1.0, 1.0])
+    assert at_dims == {}
+
+
+def test_evaluate_reports_each_matryoshka_dimension() -> None:
+    sample = sample_of(["alpha", "beta"], ["alpha"] * 4 + ["beta"] * 12 + ["gamma"] * 3)
+    full, at_dims = evaluate(WordEncoder(), sample, "title_abstract", 4, "fake", dims=[2, 1])
+    assert set(at_dims) == {f"{k}_dim{d}" for k in ("precision@10", "map@100", "mrr@10") for d in (2, 1)}
+    assert at_dims["precision@10_dim2"] == pytest.approx(
+        full["precision@10"].mean()
+    )  # alpha, beta on axes 0, 1
+    assert at_dims["precision@10_dim1"] < at_dims["precision@10_dim2"]  # one axis cannot tell beta from gamma
 
 
 def test_summarise_flat_metrics_gains_and_table() -> None:

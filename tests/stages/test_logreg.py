@@ -15,7 +15,14 @@ from sklearn.linear_model import LogisticRegression
 from arxiv_embed.params import LogregParams
 from stages.logreg import fit_classifier, per_class_report, save_classifier
 
-PARAMS = LogregParams(C=1.0, max_iter=500, max_train_papers=None, max_test_papers=None, batch_size=8)
+PARAMS = LogregParams(
+    C=1.0,
+    max_iter=500,
+    max_train_papers=None,
+    max_test_papers=None,
+    batch_size=8,
+    classifier_train_papers=None,
+)
 
 
 def test_per_class_report() -> None:
@@ -66,8 +73,14 @@ def test_main_smoke(trained_project: Path, tmp_path: Path, monkeypatch: pytest.M
         "untuned_macro_f1",
         "finetuned_accuracy",
         "finetuned_macro_f1",
+        "finetuned_train_cached",
+        "classifier_train_papers",
+        "classifier_accuracy",
+        "classifier_macro_f1",
     }
     assert all(math.isfinite(v) for v in metrics.values())
+    # The tiny project's adapter embedded all 60 train papers: none is encoded again for the fine-tuned model.
+    assert metrics["finetuned_train_cached"] == metrics["train_papers"] == 60
     test = pd.read_parquet("data/split/test.parquet")
     assert metrics["test_papers"] == len(test)
     confusion = pd.read_csv("plots/logreg_confusion.csv")

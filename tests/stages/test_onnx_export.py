@@ -70,7 +70,7 @@ def test_main_exports_and_gates(tiny_project: Path) -> None:
     # generated word-salad texts at 64 tokens keep an int8 cosine of about 0.99 (0.9899 measured), not above.
     params["onnx_export"].update(max_precision_drop_int8=0.05, min_mean_cosine_int8=0.98)
     Path("params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    model_dir = Path(params["paths"]["model_dir"])
+    model_dir = Path(params["paths"]["embedder_dir"])
     model_dir.parent.mkdir(parents=True, exist_ok=True)
     model_dir.symlink_to(bundled_minilm(), target_is_directory=True)
 
@@ -98,7 +98,7 @@ def test_main_fails_a_gate_with_the_numbers(tiny_project: Path) -> None:
     params["meta"]["max_seq_length"] = 32
     params["onnx_export"].update(n_parity_texts=8, batch_size=8, min_mean_cosine_int8=0.99999)
     Path("params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    model_dir = Path(params["paths"]["model_dir"])
+    model_dir = Path(params["paths"]["embedder_dir"])
     model_dir.parent.mkdir(parents=True, exist_ok=True)
     model_dir.symlink_to(bundled_minilm(), target_is_directory=True)
 
