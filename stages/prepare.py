@@ -3,7 +3,8 @@
 Reads   ``prepare.source``: a snapshot path or URL, an arXiv OAI-PMH harvest (kept in ``${paths.raw_dir}``)
         or a Hugging Face dataset, as JSON lines of the arXiv snapshot schema (docs/data-sources.md).
 Params  ``prepare`` section, ``meta.seed``.
-Writes  ``${paths.prepared}`` (parquet: id, title, abstract, subject, subjects, update_date) and
+Writes  ``${paths.prepared}`` (parquet: id, title, abstract, subject, subjects, update_date, authors, published)
+        and
         ``metrics/prepare.json`` (rows read, kept, dropped by reason, subjects).
 
 A bad line is counted, never fatal: malformed JSON, invalid UTF-8, NUL bytes (UTF-16 read as UTF-8), lone
@@ -18,6 +19,7 @@ or when fewer than two subjects are.
 from __future__ import annotations
 
 import datetime
+import email.utils
 import json
 import re
 import sys
@@ -39,7 +41,7 @@ from arxiv_embed.storage import stage_storage
 from arxiv_embed.subjects import parse_categories
 from arxiv_embed.text import cap_text, clean_text, has_lone_surrogate
 
-COLUMNS = ["id", "title", "abstract", "subject", "subjects", "update_date"]
+COLUMNS = ["id", "title", "abstract", "subject", "subjects", "update_date", "authors", "published"]
 SCHEMA = pa.schema(
     [
         ("id", pa.string()),
@@ -48,6 +50,11 @@ SCHEMA = pa.schema(
         ("subject", pa.string()),
         ("subjects", pa.list_(pa.string())),
         ("update_date", pa.string()),
+        ("authors", pa.list_(pa.string())),  # empty when the source has none (the shared sample)
+        (
+            "published",
+            pa.string(),
+        ),  # the first version's date, YYYY-MM-DD; "" when the source has no versions
     ]
 )
 _VERSION = re.compile(r"[vV](\d+)$")
@@ -63,6 +70,7 @@ _WITHDRAWN = re.compile(
 )
 _ISO_DATE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})(?:[T ].*)?$")
 _US_DATE = re.compile(r"^(\d{1,2})/(\d{1,2})/(\d{4})$")
+_AUTHOR_SEPARATOR = re.compile(r"\s*,\s*(?:and\s+)?|\s+and\s+")
 # Reasons a line cannot be read at all: what the drop-rate guard counts.
 UNUSABLE = (
     "malformed_json",
@@ -115,6 +123,41 @@ def iso_date(value: object) -> str | None:
         return datetime.date(int(parts[0]), int(parts[1]), int(parts[2])).isoformat()
     except ValueError:
         return None
+
+
+def author_names(record: dict) -> list[str]:
+    """The paper's authors as "Forenames Keyname Suffix": from ``authors_parsed`` when the source has it, else
+    the ``authors`` string split at commas and "and"; names that cannot be encoded are left out."""
+    parsed = record.get("authors_parsed")
+    if isinstance(parsed, list) and parsed:
+        names = [
+            " ".join(str(part) for part in (entry[1:2] + entry[:1] + entry[2:3]) if part)
+            for entry in parsed
+            if isinstance(entry, list)
+        ]
+    elif isinstance(record.get("authors"), str):
+        names = _AUTHOR_SEPARATOR.split(record["authors"])
+    else:
+        return []
+    cleaned = (clean_text(name) for name in names if not has_lone_surrogate(name))
+    return [name for name in cleaned if name]
+
+
+def first_version_date(record: dict) -> str:
+    """The date of the paper's first version (``versions[*].created``, RFC 2822) as ``YYYY-MM-DD``, or ""."""
+    versions = record.get("versions")
+    if not isinstance(versions, list):
+        return ""
+    dates = []
+    for version in versions:
+        created = version.get("created") if isinstance(version, dict) else None
+        if not isinstance(created, str):
+            continue
+        try:
+            dates.append(email.utils.parsedate_to_datetime(created).date())
+        except (TypeError, ValueError, IndexError):
+            continue
+    return min(dates).isoformat() if dates else ""
 
 
 def latest_version(record: dict, raw_id: str) -> int:
@@ -199,6 +242,8 @@ def parse_record(
         "subject": subjects[0],
         "subjects": subjects,
         "update_date": date or "",
+        "authors": author_names(record),
+        "published": first_version_date(record),
         "_version": latest_version(record, raw_id),
         "_capped": capped,
         "_bad_date": date is None and raw_date not in (None, ""),

@@ -152,6 +152,8 @@ def test_oai_lines_are_papers_for_prepare(tmp_path: Path) -> None:
         "subject": "math.AG",
         "subjects": ["math.AG"],
         "update_date": "2024-01-10",
+        "authors": ["Ada Lovelace"],  # from the OAI record's <authors>
+        "published": "",  # the arXiv OAI format has no versions
     }
 
 
@@ -180,6 +182,8 @@ def test_hf_row_to_snapshot() -> None:
         "license": None,
         "abstract": "A.",
         "update_date": "2024-01-05",
+        "authors_parsed": None,
+        "versions": None,
     }
 
 

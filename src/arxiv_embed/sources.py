@@ -96,6 +96,8 @@ _SNAPSHOT_KEYS = (
     "license",
     "abstract",
     "update_date",
+    "authors_parsed",
+    "versions",
 )
 
 

@@ -83,7 +83,41 @@ def test_parse_record_cleans_and_maps() -> None:
         "subject": "cs.IT",
         "subjects": ["cs.IT", "cs.LG"],
         "update_date": "2024-01-02",
+        "authors": [],
+        "published": "",
     }
+
+
+def test_parse_record_keeps_authors_and_the_first_version_date() -> None:
+    snapshot = {
+        **GOOD,
+        "authors": "ignored when authors_parsed is there",
+        "authors_parsed": [["Noether", "Emmy", ""], ["Smith", "J. A.", "Jr"], ["\ud800", "", ""]],
+        "versions": [
+            {"version": "v2", "created": "Tue, 3 Apr 2007 10:00:00 GMT"},
+            {"version": "v1", "created": "Mon, 2 Apr 2007 19:18:42 GMT"},
+            {"version": "v3", "created": "not a date"},
+        ],
+    }
+    paper, _ = parse_record(json.dumps(snapshot), 10)
+    assert paper is not None
+    assert paper["authors"] == ["Emmy Noether", "J. A. Smith Jr"]
+    assert paper["published"] == "2007-04-02"
+    assert paper["_version"] == 3
+
+
+@pytest.mark.parametrize(
+    ("authors", "names"),
+    [
+        ("A. Author, B. Bee and C. Sea", ["A. Author", "B. Bee", "C. Sea"]),
+        ("A. Author, B. Bee, and  C.\nSea", ["A. Author", "B. Bee", "C. Sea"]),
+        ("Solo Writer", ["Solo Writer"]),
+        ("", []),
+    ],
+)
+def test_the_authors_string_is_split_into_names(authors: str, names: list[str]) -> None:
+    paper, _ = parse_record(json.dumps({**GOOD, "authors": authors}), 10)
+    assert paper is not None and paper["authors"] == names
 
 
 @pytest.mark.parametrize(
