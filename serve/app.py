@@ -30,6 +30,7 @@ from serve.batching import Batcher, Overloaded
 from serve.errors import ApiError, install_error_handlers
 from serve.metrics import Metrics
 from serve.middleware import GuardAndMeasure
+from serve.page import install_page
 from serve.resources import (
     INDEX_FILE,
     META_FILE,
@@ -242,8 +243,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         summary="Embeddings of arXiv papers (fine-tuned MiniLM on ONNX Runtime), paper search, subjects.",
         lifespan=lifespan,
+        docs_url=None,  # install_page serves /docs and /redoc from local files, not a CDN
+        redoc_url=None,
     )
     app.state.runtime = None
+    install_page(app)
     install_error_handlers(app)
     key = settings.api_key.get_secret_value() if settings.api_key else None
     app.add_middleware(GuardAndMeasure, metrics=metrics, api_key=key, max_body_bytes=settings.max_body_bytes)
