@@ -21,6 +21,11 @@ STATIC_DIR = Path(__file__).parent / "static"
 DOCS_ASSETS_DIR = Path(str(files("fastapi_offline") / "static"))
 STATIC_URL = "/static"
 DOCS_ASSETS_URL = "/static/docs"
+# Everything from this server: ReDoc's sidebar logo (from its CDN) is refused and hides itself, and any other
+# outside request fails visibly in the browser's console rather than going out. Swagger UI and ReDoc need
+# their inline script and styles, data: images and a blob: worker; the search page needs none of these.
+DOCS_POLICY = "default-src 'self' 'unsafe-inline' data: blob:; frame-ancestors 'self'"
+PAGE_POLICY = "default-src 'self'; frame-ancestors 'self'"
 
 
 def install_page(app: FastAPI) -> None:
@@ -35,20 +40,23 @@ def install_page(app: FastAPI) -> None:
 
     @app.get("/", include_in_schema=False)
     async def search_page() -> FileResponse:
-        return FileResponse(STATIC_DIR / "index.html")
+        return FileResponse(STATIC_DIR / "index.html", headers={"Content-Security-Policy": PAGE_POLICY})
 
     @app.get("/docs", include_in_schema=False)
     async def swagger_ui(request: Request) -> HTMLResponse:
         root = request.scope.get("root_path", "")
-        return get_swagger_ui_html(
+        page = get_swagger_ui_html(
             openapi_url=root + openapi_url,
             title=f"{app.title} - Swagger UI",
             oauth2_redirect_url=root + oauth2_redirect_url,
             swagger_js_url=f"{root}{DOCS_ASSETS_URL}/swagger-ui-bundle.js",
             swagger_css_url=f"{root}{DOCS_ASSETS_URL}/swagger-ui.css",
             swagger_favicon_url=f"{root}{DOCS_ASSETS_URL}/favicon.png",
-            swagger_ui_parameters=app.swagger_ui_parameters,
+            # No badge from the online validator (swagger.io), which Swagger UI shows for a non-local server.
+            swagger_ui_parameters={"validatorUrl": None, **(app.swagger_ui_parameters or {})},
         )
+        page.headers["Content-Security-Policy"] = DOCS_POLICY
+        return page
 
     @app.get(oauth2_redirect_url, include_in_schema=False)
     async def swagger_ui_redirect() -> HTMLResponse:
@@ -57,10 +65,12 @@ def install_page(app: FastAPI) -> None:
     @app.get("/redoc", include_in_schema=False)
     async def redoc(request: Request) -> HTMLResponse:
         root = request.scope.get("root_path", "")
-        return get_redoc_html(
+        page = get_redoc_html(
             openapi_url=root + openapi_url,
             title=f"{app.title} - ReDoc",
             redoc_js_url=f"{root}{DOCS_ASSETS_URL}/redoc.standalone.js",
             redoc_favicon_url=f"{root}{DOCS_ASSETS_URL}/favicon.png",
             with_google_fonts=False,
         )
+        page.headers["Content-Security-Policy"] = DOCS_POLICY
+        return page

@@ -198,11 +198,15 @@ function renderResults(results) {
   $("results").replaceChildren(...results.map(renderResult));
 }
 
+function percent(probability) {
+  return probability < 0.005 ? "<1%" : `${(probability * 100).toFixed(0)}%`;
+}
+
 function renderPredicted(top) {
   const list = $("predicted-list");
   list.replaceChildren(
     ...top.map(({ subject, probability }) => {
-      const button = el("button", { type: "button", className: "chip", title: `search only in ${subject}` }, `${subject} ${(probability * 100).toFixed(0)}%`);
+      const button = el("button", { type: "button", className: "chip", title: `search only in ${subject}` }, `${subject} ${percent(probability)}`);
       button.addEventListener("click", () => {
         for (const option of $("include-subjects").options) option.selected = option.value === subject;
         updateFilterSummary();
@@ -222,20 +226,27 @@ async function runSearch(body, describe) {
   clearError();
   setStatus("Searching…");
   $("search-button").disabled = true;
+  $("results").setAttribute("aria-busy", "true");
   try {
     const data = await api("POST", "/search", body);
     if (mine !== generation) return;
     renderResults(data.results);
     const n = data.results.length;
     const of = `of ${data.matched} matching ${data.matched === 1 ? "paper" : "papers"}`;
-    setStatus(n ? `${n} ${of}, ${describe}.` : `No paper passes the filter (${data.matched} match).`);
+    // An approximate index (IVF, HNSW) may return fewer than k papers under a narrow filter.
+    const approximate = data.exact ? "" : " (approximate index)";
+    setStatus(n ? `${n} ${of}, ${describe}${approximate}.` : "No paper passes the filter.");
   } catch (err) {
     if (mine !== generation) return;
     renderResults([]);
     setStatus("");
     showError(err);
   } finally {
-    if (mine === generation) $("search-button").disabled = false;
+    if (mine === generation) {
+      $("search-button").disabled = false;
+      $("results").setAttribute("aria-busy", "false");
+      $("results").dataset.answers = Number($("results").dataset.answers || 0) + 1; // searches answered
+    }
   }
 }
 

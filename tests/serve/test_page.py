@@ -49,6 +49,8 @@ def test_pages_load_only_local_files(page_client: TestClient, path: str) -> None
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/html")
     assert "http://" not in response.text and "https://" not in response.text
+    # Whatever a bundled script might ask for, the browser loads from this server only.
+    assert response.headers["content-security-policy"].startswith("default-src 'self'")
     loaded = [(tag, url) for tag, url in references(response.text) if tag in ("script", "link", "img")]
     assert loaded, "the page loads no script or style sheet"
     for tag, url in loaded:
