@@ -50,10 +50,9 @@ from serve.schemas import (
     InfoResponse,
     OpenAIEmbeddingRequest,
     OpenAIEmbeddingResponse,
-    SearchRequest,
-    SearchResponse,
     publish_limits,
 )
+from serve.search import search_router
 from serve.settings import Settings, get_settings
 
 log = logging.getLogger("serve")
@@ -328,14 +327,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             }
         )
 
-    @app.post("/search", responses=_errors(*_COMMON))
-    async def search(body: SearchRequest, rt: Runtime = runtime) -> SearchResponse:
-        """The k papers of the index closest to a text (cosine similarity)."""
-        if rt.index is None:
-            raise ApiError(503, "index_not_loaded", f"no search index is loaded ({rt.index_absent})")
-        vectors, _ = await _embed(rt, [body.text])
-        hits = await asyncio.to_thread(rt.index.search, l2_normalize(vectors)[0], body.k)
-        return SearchResponse(model=rt.settings.model_name, results=hits)  # type: ignore[arg-type]
+    app.include_router(search_router(runtime, _embed))  # /search, /papers/{id}, /subjects
 
     @app.post("/classify", responses=_errors(*_COMMON))
     async def classify(body: ClassifyRequest, rt: Runtime = runtime) -> ClassifyResponse:
