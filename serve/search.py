@@ -3,8 +3,9 @@
 Filters become a boolean mask over the index's rows (subjects, dates, excluded ids), and FAISS searches only the
 rows it keeps (``IDSelectorBitmap`` through ``SearchParameters``). On the flat index that is exactly the best k of
 the kept papers. An approximate index filters while it searches (IVF: the probed lists, HNSW: the graph walk), which
-can miss neighbours or return fewer than k; when the filter keeps at most ``EXACT_SUBSET_MAX`` papers their stored
-vectors are scored one by one instead, so small subsets are exact on every index type.
+can miss neighbours or return fewer than k; when the filter keeps at most ``EXACT_SUBSET_MAX`` papers, an IVF index
+scans all its lists for them and an HNSW index has their stored vectors scored one by one, so small subsets are
+exact there too.
 """
 
 from __future__ import annotations
@@ -143,14 +144,19 @@ def search_rows(
         k = min(k, matched)
         if k == 0:
             return Found(np.empty(0, np.int64), np.empty(0, np.float32), 0, True)
-        if not flat and matched <= exact_max and papers.vectors_absent is None:
+        exact = flat or matched <= exact_max
+        if exact and isinstance(index, faiss.IndexHNSW) and papers.vectors_absent is None:
             scores = index.reconstruct_batch(kept) @ query[0]
             best = _best(scores, k)
             return Found(kept[best], scores[best], matched, True)
         bitmap = np.packbits(mask, bitorder="little")  # bit i of byte i // 8: row i passes
         selector = faiss.IDSelectorBitmap(papers.size, faiss.swig_ptr(bitmap))
-        scores, rows = index.search(query, k, params=_search_parameters(index, selector, k))
-        exact = flat
+        params = _search_parameters(index, selector, k)
+        if exact and isinstance(index, faiss.IndexIVF):
+            params.nprobe = index.nlist  # every list, the kept papers' codes only: exact
+        elif exact and not flat:
+            exact = False  # another index type: only what its own search finds
+        scores, rows = index.search(query, k, params=params)
     found = rows[0] >= 0  # an approximate index may find fewer than k
     return Found(rows[0][found], scores[0][found], matched, exact)
 
