@@ -208,7 +208,11 @@ function renderPredicted(top) {
     ...top.map(({ subject, probability }) => {
       const button = el("button", { type: "button", className: "chip", title: `search only in ${subject}` }, `${subject} ${percent(probability)}`);
       button.addEventListener("click", () => {
-        for (const option of $("include-subjects").options) option.selected = option.value === subject;
+        const include = $("include-subjects");
+        if (!Array.from(include.options).some((option) => option.value === subject)) {
+          include.append(new Option(`${subject} (0)`, subject)); // a subject of the classifier, none indexed
+        }
+        for (const option of include.options) option.selected = option.value === subject;
         updateFilterSummary();
         $("search-form").requestSubmit();
       });

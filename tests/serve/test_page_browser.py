@@ -3,13 +3,12 @@ selenium against uvicorn serving the app on a loopback port, with the bundled Mi
 three-subject classifier of ``conftest.py``.
 
 What the page shows is compared with what the API answers to the same request, so the test checks the page,
-not the ranking. Set ``ARXIV_EMBED_PAGE_SCREENSHOT=docs/img/search-page.png`` to write the docs' screenshot.
+not the ranking. (The docs' screenshot, on real papers, comes from ``scripts/page_screenshot.py``.)
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import threading
 from collections.abc import Iterator
@@ -344,10 +343,6 @@ def test_a_query_shows_the_apis_results_with_links_authors_dates_and_abstracts(b
     assert predicted == [t["subject"] for t in top]
     assert predicted[0] == "astro-ph.GA"
     assert browser.find_element("id", "predicted").location["y"] < first.location["y"]
-
-    if os.environ.get("ARXIV_EMBED_PAGE_SCREENSHOT"):  # the docs' picture: the first abstract open
-        browser.execute_script("document.activeElement.blur()")
-        browser.save_screenshot(os.environ["ARXIV_EMBED_PAGE_SCREENSHOT"])
 
 
 def test_subject_filters_keep_only_those_subjects(browser, server: str) -> None:
