@@ -89,6 +89,16 @@ def test_page_files_and_docs_need_no_key_while_the_api_does(page_client: TestCli
         assert page_client.get(path).status_code == 404, path
 
 
+def test_page_files_count_under_one_metrics_label(page_client: TestClient) -> None:
+    for path in ("/static/app.js", "/static/style.css", "/static/docs/favicon.png"):
+        page_client.get(path)
+    lines = page_client.get("/metrics").text.splitlines()
+    assert any(
+        line.startswith('http_requests_total{method="GET",route="/static",status="200"}') for line in lines
+    )
+    assert not any('route="/static/' in line for line in lines)
+
+
 def test_page_scripts_and_styles_name_no_outside_host(page_client: TestClient) -> None:
     for path in ("/static/app.js", "/static/style.css"):
         text = page_client.get(path).text

@@ -196,7 +196,8 @@ def browser() -> Iterator[object]:
     for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
         options.add_argument(flag)
     options.add_argument("--window-size=1100,1400")
-    options.set_capability("goog:loggingPrefs", {"performance": "ALL"})  # the DevTools network events
+    # The DevTools network events, and the console
+    options.set_capability("goog:loggingPrefs", {"performance": "ALL", "browser": "ALL"})
     driver = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
     driver.set_script_timeout(WAIT_S)
     try:
@@ -524,9 +525,14 @@ def test_swagger_ui_and_redoc_render_from_local_files(browser, server: str) -> N
         assert set(tried) <= {"https://cdn.redoc.ly/redoc/logo-mini.svg"}, tried
 
 
-def test_the_search_page_asks_no_other_host(browser, server: str) -> None:
+def test_the_search_page_asks_no_other_host_and_logs_no_error(browser, server: str) -> None:
     open_page(browser, server)
     outside_requests(browser, server)
+    browser.get_log("browser")
     search(browser, "galaxies")
     browser.find_element("css selector", "#results details.abstract summary").click()
+    browser.find_element("css selector", "#results > li .similar").click()
+    wait_until(browser, lambda d: d.find_element("id", "similar-to").is_displayed(), "no similar papers")
     assert outside_requests(browser, server) == ([], [])
+    # No script error, no Content-Security-Policy violation, no failed request.
+    assert [e["message"] for e in browser.get_log("browser") if e["level"] in ("SEVERE", "WARNING")] == []
