@@ -265,7 +265,7 @@ async function classify(text) {
   }
 }
 
-function searchByText(event) {
+function searchByText(event, push = true) {
   if (event) event.preventDefault();
   const text = $("query").value;
   if (!text.trim()) {
@@ -276,23 +276,90 @@ function searchByText(event) {
   }
   lastText = text;
   $("similar-to").hidden = true;
-  const k = Number($("k").value) || 10;
-  const search = runSearch({ text, k, filters: filters() }, "closest to the query");
+  const query = { text, k: Number($("k").value) || 10, filters: filters() };
+  if (push) remember(query);
+  const search = runSearch(query, "closest to the query");
   classify(text);
   return search;
 }
 
-function searchByPaper(paper) {
+function searchByPaper(paper, push = true) {
   $("similar-title").textContent = paper.title;
   $("similar-title").href = paper.url;
   $("similar-to").hidden = false;
   $("predicted").hidden = true;
-  const k = Number($("k").value) || 10;
+  const query = { paper_id: paper.id, k: Number($("k").value) || 10, filters: filters() };
+  if (push) remember(query);
   // The clicked button goes with the old results: move the focus to the first new result.
-  return runSearch({ paper_id: paper.id, k, filters: filters() }, `similar to arXiv:${paper.id}`).then(() => {
+  return runSearch(query, `similar to arXiv:${paper.id}`).then(() => {
     const first = document.querySelector("#results .title a");
     (first || $("similar-title")).focus();
   });
+}
+
+// The search in the address bar (?q=text or ?like=paper id, with k and the filters): a search can be bookmarked
+// or shared, and the browser's Back button returns to the one before.
+function urlOf(query) {
+  const params = new URLSearchParams();
+  if (query.paper_id !== undefined) params.set("like", query.paper_id);
+  else params.set("q", query.text);
+  params.set("k", query.k);
+  const f = query.filters;
+  if (f.subjects) params.set("subjects", f.subjects.join(","));
+  if (f.exclude_subjects) params.set("exclude", f.exclude_subjects.join(","));
+  if (f.match !== "primary") params.set("match", f.match);
+  if (f.date_from) params.set("from", f.date_from);
+  if (f.date_to) params.set("to", f.date_to);
+  return `?${params}`;
+}
+
+function remember(query) {
+  const url = urlOf(query);
+  if (url !== location.search) history.pushState(null, "", url);
+}
+
+function setSelected(select, values) {
+  const wanted = new Set(values);
+  for (const value of wanted) {
+    if (!Array.from(select.options).some((option) => option.value === value)) select.append(new Option(value, value));
+  }
+  for (const option of select.options) option.selected = wanted.has(option.value);
+}
+
+// The form from the address bar, then its search (on load, and on Back and Forward: a popstate event).
+async function restore(event) {
+  const params = new URLSearchParams(location.search);
+  const list = (name) => (params.get(name) || "").split(",").filter(Boolean);
+  $("k").value = params.get("k") || 10;
+  const match = params.get("match") === "any" ? "any" : "primary";
+  document.querySelector(`input[name="match"][value="${match}"]`).checked = true;
+  renderSubjectOptions();
+  setSelected($("include-subjects"), list("subjects"));
+  setSelected($("exclude-subjects"), list("exclude"));
+  updateFilterSummary();
+  $("date-from").value = params.get("from") || "";
+  $("date-to").value = params.get("to") || "";
+  if (params.has("like")) {
+    // GET /papers/{id}: an old-style id keeps its slash (hep-th/9901001).
+    const path = params.get("like").split("/").map(encodeURIComponent).join("/");
+    try {
+      await searchByPaper(await api("GET", `/papers/${path}`), false);
+    } catch (err) {
+      showError(err);
+    }
+  } else if (params.has("q")) {
+    $("query").value = params.get("q");
+    await searchByText(null, false);
+  } else if (event) {
+    // Back to the page before any search.
+    generation++;
+    $("query").value = "";
+    renderResults([]);
+    setStatus("");
+    clearError();
+    $("predicted").hidden = true;
+    $("similar-to").hidden = true;
+  }
 }
 
 function saveKey() {
@@ -306,7 +373,7 @@ function saveKey() {
 
 function start() {
   $("api-key").value = apiKey();
-  $("search-form").addEventListener("submit", searchByText);
+  $("search-form").addEventListener("submit", (event) => searchByText(event));
   $("query").addEventListener("keydown", (event) => {
     if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
       event.preventDefault();
@@ -335,7 +402,8 @@ function start() {
     $("query").value = lastText;
     $("search-form").requestSubmit();
   });
-  loadSubjects();
+  window.addEventListener("popstate", restore);
+  loadSubjects().then(() => restore(null));
 }
 
 document.addEventListener("DOMContentLoaded", start);

@@ -536,3 +536,43 @@ def test_the_search_page_asks_no_other_host_and_logs_no_error(browser, server: s
     assert outside_requests(browser, server) == ([], [])
     # No script error, no Content-Security-Policy violation, no failed request.
     assert [e["message"] for e in browser.get_log("browser") if e["level"] in ("SEVERE", "WARNING")] == []
+
+
+def test_a_search_is_in_the_address_bar_and_back_returns_to_the_one_before(browser, server: str) -> None:
+    open_page(browser, server)
+    search(browser, "galaxies")
+    select_subjects(browser, "include-subjects", ["astro-ph.GA"])
+    submit(browser)
+    filtered = shown_ids(browser)
+    assert browser.current_url == f"{server}/?q=galaxies&k=10&subjects=astro-ph.GA"
+
+    # A shared link opens the same search, filter included.
+    browser.get(f"{server}/?q=galaxies&k=10&subjects=astro-ph.GA")
+    wait_until(browser, lambda d: answers(d) > 0, "the linked search did not run")
+    assert shown_ids(browser) == filtered
+    assert browser.find_element("css selector", '#include-subjects option[value="astro-ph.GA"]').is_selected()
+    assert browser.find_element("id", "query").get_attribute("value") == "galaxies"
+
+    # Similar papers is a link too (GET /papers/{id} gives its title back), and Back returns to the query.
+    first = shown_ids(browser)[0]
+    before = answers(browser)
+    browser.find_element("css selector", "#results > li .similar").click()
+    wait_for_answer(browser, before)
+    similar = shown_ids(browser)
+    assert browser.current_url == f"{server}/?like={first}&k=10&subjects=astro-ph.GA"
+    before = answers(browser)
+    browser.back()
+    wait_for_answer(browser, before)
+    assert shown_ids(browser) == filtered
+    assert not browser.find_element("id", "similar-to").is_displayed()
+    before = answers(browser)
+    browser.forward()
+    wait_for_answer(browser, before)
+    assert shown_ids(browser) == similar
+    title = api(server, "GET", f"/papers/{first}").json()["title"]
+    assert browser.find_element("id", "similar-title").text == title
+
+    # An old-style id keeps its slash in /papers/{id}.
+    browser.get(f"{server}/?like=math/0601001")
+    wait_until(browser, lambda d: answers(d) > 0, "the linked search did not run")
+    assert shown_ids(browser) == api_ids(server, {"paper_id": "math/0601001", "k": 10})
