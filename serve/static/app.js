@@ -1,5 +1,5 @@
 // The search page: plain JavaScript, no build step, no third-party code. It talks to the same API as any client:
-// POST /search, POST /classify, GET /subjects, GET /info, with the API key (if any) as a Bearer token.
+// POST /search, POST /classify, GET /subjects, GET /papers/{id}, with the API key (if any) as a Bearer token.
 "use strict";
 
 const KEY_STORAGE = "arxiv-embed-api-key";
@@ -27,7 +27,7 @@ async function api(method, path, body) {
   try {
     response = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
   } catch (e) {
-    throw new ApiError(0, { error: `could not reach the server (${e.message})`, error_type: "network" });
+    throw new ApiError(0, { error: e.message, error_type: "network" });
   }
   let data = null;
   try {
@@ -41,6 +41,7 @@ async function api(method, path, body) {
 
 // What a reader should see for an error in the API's shape {"error": ..., "error_type": ...}.
 function describeError(err) {
+  if (typeof err === "string") return err;
   if (!(err instanceof ApiError)) return `Something went wrong: ${err.message}`;
   const reason = err.message;
   switch (err.status) {
@@ -270,7 +271,7 @@ function searchByText(event, push = true) {
   const text = $("query").value;
   if (!text.trim()) {
     setStatus("");
-    showError(new Error("type a title or an abstract first"));
+    showError("Type a title or an abstract first.");
     $("query").focus();
     return;
   }

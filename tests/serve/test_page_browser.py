@@ -414,6 +414,8 @@ def test_an_oversized_query_shows_the_apis_reason(browser, server: str, settings
     from selenium.webdriver.common.keys import Keys
 
     open_page(browser, server)
+    browser.find_element("id", "query").send_keys(Keys.ENTER)  # nothing typed yet: no request
+    assert browser.find_element("id", "error").text == "Type a title or an abstract first."
     browser.execute_script(
         "document.getElementById('query').value = 'x'.repeat(arguments[0])", settings.max_chars + 1
     )
