@@ -30,6 +30,7 @@ from serve.batching import Batcher, Overloaded
 from serve.errors import ApiError, install_error_handlers
 from serve.metrics import Metrics
 from serve.middleware import GuardAndMeasure
+from serve.page import install_page
 from serve.resources import (
     INDEX_FILE,
     META_FILE,
@@ -49,10 +50,9 @@ from serve.schemas import (
     InfoResponse,
     OpenAIEmbeddingRequest,
     OpenAIEmbeddingResponse,
-    SearchRequest,
-    SearchResponse,
     publish_limits,
 )
+from serve.search import search_router
 from serve.settings import Settings, get_settings
 
 log = logging.getLogger("serve")
@@ -242,8 +242,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         summary="Embeddings of arXiv papers (fine-tuned MiniLM on ONNX Runtime), paper search, subjects.",
         lifespan=lifespan,
+        docs_url=None,  # install_page serves /docs and /redoc from local files, not a CDN
+        redoc_url=None,
     )
     app.state.runtime = None
+    install_page(app)
     install_error_handlers(app)
     key = settings.api_key.get_secret_value() if settings.api_key else None
     app.add_middleware(GuardAndMeasure, metrics=metrics, api_key=key, max_body_bytes=settings.max_body_bytes)
@@ -324,14 +327,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             }
         )
 
-    @app.post("/search", responses=_errors(*_COMMON))
-    async def search(body: SearchRequest, rt: Runtime = runtime) -> SearchResponse:
-        """The k papers of the index closest to a text (cosine similarity)."""
-        if rt.index is None:
-            raise ApiError(503, "index_not_loaded", f"no search index is loaded ({rt.index_absent})")
-        vectors, _ = await _embed(rt, [body.text])
-        hits = await asyncio.to_thread(rt.index.search, l2_normalize(vectors)[0], body.k)
-        return SearchResponse(model=rt.settings.model_name, results=hits)  # type: ignore[arg-type]
+    app.include_router(search_router(runtime, _embed))  # /search, /papers/{id}, /subjects
 
     @app.post("/classify", responses=_errors(*_COMMON))
     async def classify(body: ClassifyRequest, rt: Runtime = runtime) -> ClassifyResponse:

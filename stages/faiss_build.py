@@ -6,7 +6,10 @@ Reads   ``${paths.prepared}``, and ``${paths.onnx_dir}`` (``faiss_build.model_fi
         for large corpora; the API then embeds queries with a different graph of the same model).
 Params  ``faiss_build`` (index type and its settings), ``meta``.
 Writes  ``${paths.faiss_dir}/index.faiss`` (inner product over L2-normalised vectors = cosine) and
-        ``${paths.faiss_dir}/meta.parquet`` (row i of the index -> ``id``, ``title``, ``subject``);
+        ``${paths.faiss_dir}/meta.parquet`` (row i of the index -> ``id``, ``title``, ``subject`` (primary),
+        ``subjects`` (all categories), ``authors``, ``published`` (first version), ``update_date``, ``abstract``:
+        what a search result shows; a prepared table without ``subjects``, ``authors`` or ``published``, from an
+        older ``prepare``, gives ``[subject]``, ``[]`` and "");
         ``metrics/faiss_build.json``: vectors, encode rate, build time, search latency and, for the approximate
         ``ivf`` and ``hnsw`` indexes, ``recall@10`` against exact search on held-out queries.
 
@@ -24,8 +27,10 @@ from typing import Any
 import faiss
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
-from arxiv_embed.io import atomic_dir, read_parquet, write_json, write_parquet
+from arxiv_embed.io import atomic_dir, read_parquet, write_json
 from arxiv_embed.metrics import stratified_sample
 from arxiv_embed.onnx import OnnxEncoder
 from arxiv_embed.params import FaissBuildParams, run_stage_check
@@ -35,6 +40,18 @@ from arxiv_embed.text import TextMode, papers_texts
 
 INDEX_FILE = "index.faiss"
 META_FILE = "meta.parquet"
+META_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("title", pa.large_string()),
+        ("subject", pa.string()),
+        ("subjects", pa.list_(pa.string())),
+        ("authors", pa.list_(pa.string())),
+        ("published", pa.string()),
+        ("update_date", pa.string()),
+        ("abstract", pa.large_string()),
+    ]
+)
 K = 10
 
 
@@ -96,9 +113,19 @@ def recall_at_k(found: np.ndarray, exact: np.ndarray, k: int = K) -> float:
     return float(np.mean(hits))
 
 
-def paper_meta(papers: pd.DataFrame) -> pd.DataFrame:
-    """The row -> paper table stored beside the index."""
-    return papers[["id", "title", "subject"]].reset_index(drop=True)
+def paper_meta(papers: pd.DataFrame) -> pa.Table:
+    """The row -> paper table stored beside the index (``META_SCHEMA``); missing values are empty."""
+    papers = papers.reset_index(drop=True)
+    defaults = {"subjects": [[s] for s in papers["subject"]], "authors": [[]] * len(papers)}
+    columns = {}
+    for field in META_SCHEMA:
+        if field.name not in papers:
+            columns[field.name] = defaults.get(field.name, [""] * len(papers))
+        elif pa.types.is_list(field.type):
+            columns[field.name] = [[] if v is None else list(v) for v in papers[field.name]]
+        else:
+            columns[field.name] = papers[field.name].fillna("")
+    return pa.table(columns, schema=META_SCHEMA)
 
 
 def search_metrics(index: faiss.Index, vectors: np.ndarray, queries: np.ndarray) -> dict[str, float]:
@@ -137,7 +164,7 @@ def main() -> None:
     out = Path(paths.faiss_dir)
     with atomic_dir(out) as staging:
         faiss.write_index(index, str(staging / INDEX_FILE))
-        write_parquet(paper_meta(papers), staging / META_FILE)
+        pq.write_table(paper_meta(papers), staging / META_FILE, compression="zstd")
     metrics = {
         "n_vectors": index.ntotal,
         "dimension": index.d,

@@ -172,13 +172,18 @@ def test_search_finds_the_closest_paper(client: TestClient) -> None:
     ).json()
     results = body["results"]
     assert [r["rank"] for r in results] == [1, 2, 3]
-    assert results[0] == {
+    assert {key: results[0][key] for key in ("rank", "id", "title", "subject")} == {
         "rank": 1,
-        "score": pytest.approx(results[0]["score"]),
         "id": "2101.00001",
         "title": "Graph neural networks for molecule property prediction",
         "subject": "cs.LG",
     }
+    # An index of an older faiss_build (id, title, subject only): the other fields are empty, links are there.
+    assert (
+        results[0]["subjects"] == ["cs.LG"] and results[0]["authors"] == [] and results[0]["abstract"] == ""
+    )
+    assert results[0]["url"] == "https://arxiv.org/abs/2101.00001"
+    assert results[0]["pdf_url"] == "https://arxiv.org/pdf/2101.00001"
     scores = [r["score"] for r in results]
     assert scores == sorted(scores, reverse=True)
     everything = client.post("/search", json={"text": "galaxies", "k": 100}).json()["results"]

@@ -9,13 +9,24 @@ from pathlib import Path
 import faiss
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 import yaml
 from pipeline_helpers import run_stages
 
 from arxiv_embed.models import MINILM, resolve_model
 from arxiv_embed.onnx import OnnxEncoder
-from stages.faiss_build import FaissBuildParams, build_index, paper_meta, recall_at_k, search_metrics
+from serve.resources import load_index
+from stages.faiss_build import (
+    INDEX_FILE,
+    META_FILE,
+    META_SCHEMA,
+    FaissBuildParams,
+    build_index,
+    paper_meta,
+    recall_at_k,
+    search_metrics,
+)
 
 pytest_plugins = ["onnx_fixtures"]
 
@@ -91,15 +102,70 @@ def test_ivf_needs_enough_vectors() -> None:
         build_index(unit_vectors(5), dataclasses.replace(PARAMS, index="ivf"))
 
 
-def test_paper_meta_keeps_row_order() -> None:
+def test_paper_meta_keeps_row_order_and_fills_an_older_prepared_table() -> None:
+    # A prepared table from before authors/published (and subjects): empty values, subjects = [subject].
     papers = pd.DataFrame(
-        {"id": ["b", "a"], "title": ["T2", "T1"], "abstract": ["x", "y"], "subject": ["cs.LG", "hep-th"]}
+        {"id": ["b", "a"], "title": ["T2", "T1"], "abstract": ["x", None], "subject": ["cs.LG", "hep-th"]}
     )
-    assert paper_meta(papers).to_dict("list") == {
+    assert paper_meta(papers).to_pydict() == {
         "id": ["b", "a"],
         "title": ["T2", "T1"],
         "subject": ["cs.LG", "hep-th"],
+        "subjects": [["cs.LG"], ["hep-th"]],
+        "authors": [[], []],
+        "published": ["", ""],
+        "update_date": ["", ""],
+        "abstract": ["x", ""],
     }
+
+
+def test_paper_meta_round_trips_through_the_servers_loader(tmp_path: Path) -> None:
+    papers = pd.DataFrame(
+        {
+            "id": ["2101.00002", "hep-th/9901001"],
+            "title": ["T2", "T1"],
+            "abstract": ["An abstract.", "Another one."],
+            "subject": ["cs.LG", "hep-th"],
+            "subjects": [np.array(["cs.LG", "stat.ML"]), np.array(["hep-th"])],
+            "update_date": ["2021-03-02", "1999-01-04"],
+            "authors": [
+                np.array(["Ada Lovelace", "Alan Turing"]),
+                np.array([], dtype=object),
+            ],  # as parquet reads
+            "published": ["2021-01-04", ""],
+        }
+    )
+    vectors = unit_vectors(2)
+    faiss.write_index(build_index(vectors, PARAMS), str(tmp_path / INDEX_FILE))
+    pq.write_table(paper_meta(papers), tmp_path / META_FILE)
+    loaded = load_index(tmp_path, dimensions=16)
+    assert loaded.records([0, 1]) == [
+        {
+            "id": "2101.00002",
+            "title": "T2",
+            "subject": "cs.LG",
+            "subjects": ["cs.LG", "stat.ML"],
+            "authors": ["Ada Lovelace", "Alan Turing"],
+            "published": "2021-01-04",
+            "update_date": "2021-03-02",
+            "abstract": "An abstract.",
+            "url": "https://arxiv.org/abs/2101.00002",
+            "pdf_url": "https://arxiv.org/pdf/2101.00002",
+        },
+        {
+            "id": "hep-th/9901001",
+            "title": "T1",
+            "subject": "hep-th",
+            "subjects": ["hep-th"],
+            "authors": [],
+            "published": "",
+            "update_date": "1999-01-04",
+            "abstract": "Another one.",
+            "url": "https://arxiv.org/abs/hep-th/9901001",
+            "pdf_url": "https://arxiv.org/pdf/hep-th/9901001",
+        },
+    ]
+    assert list(loaded.dates.astype(str)) == ["2021-01-04", "1999-01-04"]  # published, else update_date
 
 
 @pytest.mark.slow
@@ -126,7 +192,9 @@ def test_main_builds_index_and_metadata(
     meta = pd.read_parquet(out / "meta.parquet")
     papers = pd.read_parquet(params["paths"]["prepared"])
     assert index.ntotal == len(meta) == len(papers)
-    assert list(meta.columns) == ["id", "title", "subject"]
+    assert list(meta.columns) == META_SCHEMA.names
+    assert meta.abstract.tolist() == papers.abstract.tolist()
+    assert [list(s) for s in meta.subjects] == [list(s) for s in papers.subjects]
     # Row i of the index is the paper of row i of meta.parquet: its own text finds it first.
     row = 7
     text = f"{meta.title[row]}. {papers.set_index('id').abstract[meta.id[row]]}"
