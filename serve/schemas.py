@@ -101,6 +101,18 @@ class OpenAIEmbeddingResponse(BaseModel):
     usage: OpenAIUsage
 
 
+class OpenAIModel(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str
+
+
+class OpenAIModels(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[OpenAIModel]
+
+
 class SearchRequest(_Request):
     text: Text
     k: Integer = Field(10, ge=1, le=100, description="papers to return")
@@ -136,7 +148,11 @@ class ClassifyResponse(BaseModel):
 
 
 def publish_limits(
-    openapi: dict[str, Any], max_items: int, max_chars: int, dimensions: list[int] | None
+    openapi: dict[str, Any],
+    max_items: int,
+    max_chars: int,
+    dimensions: list[int] | None,
+    openai_max_items: int | None = None,
 ) -> dict[str, Any]:
     """Write the configured limits into the OpenAPI schema (the endpoints enforce them: 413, 422)."""
 
@@ -153,6 +169,10 @@ def publish_limits(
     for model, fields in _LIMITED_FIELDS.items():
         for name in fields:
             limit(components[model]["properties"][name])
+    if openai_max_items is not None:  # /v1 takes more inputs than /embed
+        for option in components["OpenAIEmbeddingRequest"]["properties"]["input"].get("anyOf", []):
+            if option.get("type") == "array":
+                option["maxItems"] = openai_max_items
     for option in components["OpenAIEmbeddingRequest"]["properties"]["dimensions"]["anyOf"]:
         if option.get("type") == "integer":  # pydantic leaves "ge" untranslated inside this union
             option.pop("ge", None)
