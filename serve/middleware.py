@@ -12,13 +12,13 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from serve.errors import error_body
+from serve.errors import send_error
 from serve.metrics import Metrics
 
-# Probes, scrapers, the API description and the search page's files need no key (the page asks for it and
+# Probes (liveness and readiness), scrapers, the API description and the search page's files need no key (the page asks for it and
 # sends it with its API calls).
 OPEN_PATHS = frozenset(
-    {"/", "/health", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
+    {"/", "/health", "/ready", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
 )
 OPEN_PREFIX = "/static/"
 
@@ -31,12 +31,8 @@ def _open_label(path: str) -> str | None:
 
 
 async def _send_error(send: Send, status: int, error_type: str, message: str) -> None:
-    body = error_body(message, error_type)
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    if status == 401:
-        headers.append((b"www-authenticate", b"Bearer"))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    headers = [(b"www-authenticate", b"Bearer")] if status == 401 else None
+    await send_error(send, status, error_type, message, headers)
 
 
 def _bearer_or_key(headers: list[tuple[bytes, bytes]]) -> bytes | None:

@@ -167,6 +167,18 @@ class SearchFilters(_Request):
         return self
 
 
+class OpenAIModel(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str
+
+
+class OpenAIModels(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[OpenAIModel]
+
+
 class SearchRequest(_Request):
     # Exactly one of text and paper_id (the schema's oneOf); neither takes null.
     model_config = ConfigDict(
@@ -248,7 +260,11 @@ class ClassifyResponse(BaseModel):
 
 
 def publish_limits(
-    openapi: dict[str, Any], max_items: int, max_chars: int, dimensions: list[int] | None
+    openapi: dict[str, Any],
+    max_items: int,
+    max_chars: int,
+    dimensions: list[int] | None,
+    openai_max_items: int | None = None,
 ) -> dict[str, Any]:
     """Write the configured limits into the OpenAPI schema (the endpoints enforce them: 413, 422)."""
 
@@ -265,6 +281,10 @@ def publish_limits(
     for model, fields in _LIMITED_FIELDS.items():
         for name in fields:
             limit(components[model]["properties"][name])
+    if openai_max_items is not None:  # /v1 takes more inputs than /embed
+        for option in components["OpenAIEmbeddingRequest"]["properties"]["input"].get("anyOf", []):
+            if option.get("type") == "array":
+                option["maxItems"] = openai_max_items
     for option in components["OpenAIEmbeddingRequest"]["properties"]["dimensions"]["anyOf"]:
         if option.get("type") == "integer":  # pydantic leaves "ge" untranslated inside this union
             option.pop("ge", None)
