@@ -22,7 +22,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import faiss
 import numpy as np
@@ -55,25 +54,49 @@ META_SCHEMA = pa.schema(
 K = 10
 
 
-def build_index(vectors: np.ndarray, params: FaissBuildParams) -> faiss.Index:
-    """An inner-product index of ``vectors`` (n x dim float32) of the type ``params.index`` names."""
-    n, dim = vectors.shape
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    index: Any
-    if params.index == "flat":
-        index = faiss.IndexFlatIP(dim)
-    elif params.index == "ivf":
-        if n < params.ivf_nlist:
-            raise ValueError(f"ivf index: {n} vectors cannot train {params.ivf_nlist} clusters (ivf_nlist)")
-        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, params.ivf_nlist, faiss.METRIC_INNER_PRODUCT)
-        index.train(vectors)
-        index.nprobe = params.ivf_nprobe
+# One entry per ``faiss_build.index``: the faiss index_factory string it builds (inner product throughout).
+FACTORY: dict[str, Callable[[FaissBuildParams], str]] = {
+    "flat": lambda p: "Flat",
+    "ivf": lambda p: f"IVF{p.ivf_nlist},Flat",
+    "ivf_sq8": lambda p: f"IVF{p.ivf_nlist},SQ8",
+    "ivf_pq": lambda p: f"IVF{p.ivf_nlist},PQ{p.pq_m}x{p.pq_bits}",
+    "hnsw": lambda p: f"HNSW{p.hnsw_m},Flat",
+}
+
+
+def new_index(dim: int, params: FaissBuildParams) -> faiss.Index:
+    """An empty inner-product index of the type ``params.index`` names, with its build and search settings."""
+    if params.index not in FACTORY:
+        raise ValueError(f"unknown index type {params.index!r}; expected one of {', '.join(FACTORY)}")
+    if params.index == "ivf_pq" and dim % params.pq_m:
+        raise ValueError(f"ivf_pq index: pq_m = {params.pq_m} does not divide the dimension {dim}")
+    index = faiss.index_factory(dim, FACTORY[params.index](params), faiss.METRIC_INNER_PRODUCT)
+    if params.index.startswith("ivf"):
+        faiss.extract_index_ivf(index).nprobe = params.ivf_nprobe
+    if params.index == "ivf_pq":
+        index.do_polysemous_training = False  # minutes of training for a Hamming filter search never uses
     elif params.index == "hnsw":
-        index = faiss.IndexHNSWFlat(dim, params.hnsw_m, faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efConstruction = params.hnsw_ef_construction
         index.hnsw.efSearch = params.hnsw_ef_search
-    else:
-        raise ValueError(f"unknown index type {params.index!r}; expected flat, ivf or hnsw")
+    return index
+
+
+def train_index(index: faiss.Index, vectors: np.ndarray, params: FaissBuildParams) -> None:
+    """Train ``index`` (IVF clusters, SQ ranges, PQ codebooks) on ``vectors``; nothing for flat and hnsw."""
+    if index.is_trained:
+        return
+    if len(vectors) < params.ivf_nlist:
+        raise ValueError(
+            f"{params.index} index: {len(vectors)} vectors cannot train {params.ivf_nlist} clusters (ivf_nlist)"
+        )
+    index.train(np.ascontiguousarray(vectors, dtype=np.float32))
+
+
+def build_index(vectors: np.ndarray, params: FaissBuildParams) -> faiss.Index:
+    """An inner-product index of ``vectors`` (n x dim float32) of the type ``params.index`` names."""
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    index = new_index(vectors.shape[1], params)
+    train_index(index, vectors, params)
     index.add(vectors)
     return index
 

@@ -23,9 +23,11 @@ from stages.faiss_build import (
     META_SCHEMA,
     FaissBuildParams,
     build_index,
+    new_index,
     paper_meta,
     recall_at_k,
     search_metrics,
+    train_index,
 )
 
 pytest_plugins = ["onnx_fixtures"]
@@ -41,6 +43,8 @@ PARAMS = FaissBuildParams(
     threads=None,
     ivf_nlist=8,
     ivf_nprobe=8,
+    pq_m=8,
+    pq_bits=8,
     hnsw_m=16,
     hnsw_ef_construction=64,
     hnsw_ef_search=64,
@@ -68,19 +72,27 @@ def test_flat_index_is_exact_inner_product() -> None:
     np.testing.assert_allclose(scores, [[1.0, 0.8, 0.0]], atol=1e-6)
 
 
-@pytest.mark.parametrize("kind", ["ivf", "hnsw"])
-def test_approximate_indexes_recall_and_keep_search_settings(kind: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("kind", "min_recall", "code_bytes"),
+    # All 8 clusters probed / a wide beam: (near) exact; SQ8 and PQ lose what their codes round off.
+    [("ivf", 0.95, 64), ("ivf_sq8", 0.9, 16), ("ivf_pq", 0.3, 8), ("hnsw", 0.95, 64)],
+)
+def test_approximate_indexes_recall_and_keep_search_settings(
+    kind: str, min_recall: float, code_bytes: int, tmp_path: Path
+) -> None:
     vectors = unit_vectors(2000)
     params = dataclasses.replace(PARAMS, index=kind)
     index = build_index(vectors, params)
     assert index.ntotal == 2000
     metrics = search_metrics(index, vectors, unit_vectors(50, seed=1))
-    # All 8 clusters probed / a wide beam: (near) exact.
-    assert metrics["recall@10"] >= 0.95
+    assert metrics["recall@10"] >= min_recall
+    assert metrics["recall@10"] < 1.0 or kind in ("ivf", "hnsw")
     faiss.write_index(index, str(tmp_path / "index.faiss"))
     loaded = faiss.read_index(str(tmp_path / "index.faiss"))
-    if kind == "ivf":
+    if kind.startswith("ivf"):
         assert faiss.extract_index_ivf(loaded).nprobe == 8
+        # 16 float32 dimensions: 64 bytes a vector flat, 16 as SQ8, pq_m = 8 as PQ8x8.
+        assert faiss.extract_index_ivf(loaded).code_size == code_bytes
     else:
         assert faiss.downcast_index(loaded).hnsw.efSearch == 64
 
@@ -97,9 +109,26 @@ def test_flat_index_reports_no_recall() -> None:
     assert "recall@10" not in search_metrics(build_index(vectors, PARAMS), vectors, vectors[:5])
 
 
-def test_ivf_needs_enough_vectors() -> None:
+@pytest.mark.parametrize("kind", ["ivf", "ivf_sq8", "ivf_pq"])
+def test_ivf_needs_enough_vectors(kind: str) -> None:
     with pytest.raises(ValueError, match="cannot train 8 clusters"):
-        build_index(unit_vectors(5), dataclasses.replace(PARAMS, index="ivf"))
+        build_index(unit_vectors(5), dataclasses.replace(PARAMS, index=kind))
+
+
+def test_pq_m_must_divide_the_dimension() -> None:
+    with pytest.raises(ValueError, match="pq_m = 5 does not divide the dimension 16"):
+        build_index(unit_vectors(100), dataclasses.replace(PARAMS, index="ivf_pq", pq_m=5))
+
+
+def test_an_untrained_index_learns_from_a_sample_and_adds_the_rest() -> None:
+    vectors = unit_vectors(3000)
+    params = dataclasses.replace(PARAMS, index="ivf_sq8")
+    index = new_index(16, params)
+    train_index(index, vectors[:500], params)
+    for start in range(0, 3000, 1000):
+        index.add(vectors[start : start + 1000])
+    assert index.ntotal == 3000
+    assert search_metrics(index, vectors, unit_vectors(50, seed=1))["recall@10"] >= 0.9
 
 
 def test_paper_meta_keeps_row_order_and_fills_an_older_prepared_table() -> None:
