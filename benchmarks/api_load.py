@@ -4,12 +4,17 @@ All servers run at once, each a subprocess on a free loopback port, and every me
 them (the idle ones use no CPU), so load from elsewhere on the machine hits them alike; a small asyncio
 HTTP/1.1 keep-alive client sends a bounded number of OpenAI-style embedding requests at concurrency 1, 4
 and 16 for three payloads: one short text (a paper title), one abstract, a batch of 32 abstracts. Before the
-load, every server embeds the same texts and its vectors are compared with the first server's (cosine), so the
-table compares the same model. Prints requests/s, texts/s, p50 and p99 latency per server, payload and
+load, every server embeds the same texts (one of them longer than the model reads) and its vectors are compared
+with the first server's (cosine): below ``--min-cosine`` the benchmark stops with an error instead of comparing
+different models. Every server truncates at the same length, the ``max_seq_length`` of our ONNX export: the
+copies of the model that infinity loads are given that length (``sentence_bert_config.json`` for its torch
+engine; ``config.json``'s ``max_position_embeddings``, which its optimum engine truncates at, for its ONNX
+exports, whose graphs are unchanged). Prints requests/s, texts/s, p50 and p99 latency per server, payload and
 concurrency (markdown), and optionally writes them as JSON.
 
     uv run python benchmarks/api_load.py                    # all five servers below
     uv run python benchmarks/api_load.py --servers ours     # this service alone
+    uv run python benchmarks/api_load.py --data path/to/arxiv.jsonl.gz   # default: ../shared/data/ (repo-relative)
 
 Servers: ``ours`` (``python -m serve`` with its defaults: the int8 graph), ``ours-fp32`` (the fp32 graph),
 infinity's ``optimum`` engine on its fp32 export and on that export quantized by ``optimum-cli onnxruntime
@@ -28,6 +33,7 @@ import asyncio
 import gzip
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -39,7 +45,8 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path("/work/shared/data/arxiv-sample.jsonl.gz")
+SHARED_DATA = REPO.parent / "shared/data/arxiv-sample.jsonl.gz"
+MIN_COSINE = 0.99  # int8 vs fp32 of the same model stays above; a different truncation or model does not
 PAYLOADS = ("short", "abstract", "batch32")
 CONCURRENCY = (1, 4, 16)
 # Requests per (payload, concurrency): bounded so one server's run takes about a minute on 2 cores.
@@ -298,9 +305,33 @@ def our_model(work: Path) -> tuple[Path, Path]:
     return onnx_dir, st_dir
 
 
+def max_tokens(onnx_dir: Path) -> int:
+    """The length our export truncates at (``max_seq_length`` of its ``config.json``)."""
+    return int(json.loads((onnx_dir / "config.json").read_text())["max_seq_length"])
+
+
+def set_json(path: Path, **values: object) -> None:
+    if path.exists():
+        path.write_text(json.dumps(json.loads(path.read_text()) | values, indent=2))
+
+
+def truncating_at(st_dir: Path, work: Path, tokens: int) -> Path:
+    """A copy of the SentenceTransformer folder that truncates at ``tokens`` (infinity's torch engine reads
+    ``sentence_bert_config.json``; the tokenizer's ``model_max_length`` too, for good measure)."""
+    copy = work / f"st-{st_dir.name}-{tokens}"
+    if not copy.exists():
+        shutil.copytree(st_dir, copy)
+    set_json(copy / "sentence_bert_config.json", max_seq_length=tokens)
+    set_json(copy / "tokenizer_config.json", model_max_length=tokens)
+    return copy
+
+
 def prepare_models(work: Path, infinity_venv: Path) -> Models:
-    """Ours from :func:`our_model`; infinity's exported from the same folder with its own tools."""
+    """Ours from :func:`our_model`; infinity's exported from the same folder with its own tools, all
+    truncating at our export's length."""
     onnx_dir, st_dir = our_model(work)
+    tokens = max_tokens(onnx_dir)
+    st_dir = truncating_at(st_dir, work, tokens)
     env = os.environ | {"HF_HUB_OFFLINE": "1", "DO_NOT_TRACK": "1"}
     cli = str(infinity_venv / "bin/optimum-cli")
     optimum_dir = work / f"optimum-{st_dir.name}"
@@ -327,6 +358,8 @@ def prepare_models(work: Path, infinity_venv: Path) -> Models:
             check=True,
             env=env,
         )
+    for folder in (optimum_dir, optimum_int8_dir):  # infinity's optimum engine truncates at this
+        set_json(folder / "config.json", max_position_embeddings=tokens)
     return Models(onnx_dir, st_dir, optimum_dir, optimum_int8_dir)
 
 
@@ -364,6 +397,20 @@ def servers(models: Models, infinity_venv: Path) -> dict[str, Server]:
     }
 
 
+def agreement(
+    vectors: np.ndarray, reference: np.ndarray, name: str, reference_name: str, least: float
+) -> float:
+    """The smallest cosine between two servers' (normalised) vectors of the same texts; exits with a message
+    when it is below ``least``: a table comparing different models (or truncations) must not be printed."""
+    cosine = float((vectors * reference).sum(axis=1).min())
+    if cosine < least:
+        raise SystemExit(
+            f"{name}'s vectors disagree with {reference_name}'s (min cosine {cosine:.4f} < {least}): not the "
+            "same model or not the same truncation; no comparison reported"
+        )
+    return cosine
+
+
 def markdown(rows: list[dict[str, object]]) -> str:
     cols = list(rows[0])
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
@@ -383,7 +430,10 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=1.0, help="multiply the request counts")
     parser.add_argument("--infinity-venv", type=Path, default=Path("/tmp/infinity-venv"))
     parser.add_argument("--work", type=Path, default=Path("/tmp/api_load"))
-    parser.add_argument("--data", type=Path, default=SHARED_DATA)
+    parser.add_argument("--data", type=Path, default=SHARED_DATA, help="arXiv JSON Lines (gzip)")
+    parser.add_argument(
+        "--min-cosine", type=float, default=MIN_COSINE, help="stop when a server's vectors agree less"
+    )
     parser.add_argument("--json", type=Path, help="also write the rows here")
     args = parser.parse_args()
 
@@ -393,7 +443,8 @@ def main() -> None:
     chosen = [available[name] for name in args.servers.split(",")]
     payloads = args.payloads.split(",")
     levels = [int(c) for c in args.concurrency.split(",")]
-    check_texts = [titles[0], abstracts[1], "graph neural networks"]
+    # One text longer than any model here reads: the servers must truncate it alike.
+    check_texts = [titles[0], abstracts[1], "graph neural networks", " ".join(abstracts[2:8])]
     rows: list[dict[str, object]] = []
     running: dict[str, tuple[Server, int, subprocess.Popen[bytes]]] = {}
     try:
@@ -405,7 +456,7 @@ def main() -> None:
             running[server.name] = (server, port, start(server, port))
             vectors = asyncio.run(embed_once(port, server, check_texts))
             reference = vectors if reference is None else reference
-            cosine = float((vectors * reference).sum(axis=1).min())
+            cosine = agreement(vectors, reference, server.name, chosen[0].name, args.min_cosine)
             print(f"{server.name}: min cosine to {chosen[0].name} on check texts = {cosine:.6f}", flush=True)
         for payload in payloads:
             texts_per_request = 32 if payload == "batch32" else 1

@@ -33,7 +33,7 @@ from arxiv_embed.onnx import INT8_FILE, MODEL_FILE, OnnxEncoder, export_onnx, qu
 from arxiv_embed.pooling import rowwise_cosine
 from arxiv_embed.text import clean_whitespace, paper_text
 
-DEFAULT_DATA = "/work/shared/data/arxiv-sample.jsonl.gz"
+DEFAULT_DATA = str(Path(__file__).resolve().parents[2] / "shared/data/arxiv-sample.jsonl.gz")  # ../shared
 
 
 def read_texts(path: str, n: int) -> list[str]:

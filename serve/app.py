@@ -6,7 +6,6 @@ Run it with ``python -m serve`` (what the container runs) or ``uvicorn serve.app
 from __future__ import annotations
 
 import asyncio
-import base64
 import gc
 import logging
 import os
@@ -26,10 +25,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from arxiv_embed import __version__
 from arxiv_embed.onnx import OnnxEncoder
 from arxiv_embed.pooling import l2_normalize
-from serve.batching import Batcher, Overloaded
+from serve.batching import Batcher, Refused
 from serve.errors import ApiError, install_error_handlers
+from serve.lifecycle import WARMUP_TEXT, Admission, BodyTimeout, Lifecycle, probes_router
 from serve.metrics import Metrics
 from serve.middleware import GuardAndMeasure
+from serve.openai_compat import openai_router, publish_names
+from serve.page import install_page
 from serve.resources import (
     INDEX_FILE,
     META_FILE,
@@ -45,14 +47,10 @@ from serve.schemas import (
     EmbedRequest,
     EmbedResponse,
     ErrorResponse,
-    HealthResponse,
     InfoResponse,
-    OpenAIEmbeddingRequest,
-    OpenAIEmbeddingResponse,
-    SearchRequest,
-    SearchResponse,
     publish_limits,
 )
+from serve.search import search_router
 from serve.settings import Settings, get_settings
 
 log = logging.getLogger("serve")
@@ -133,9 +131,9 @@ async def _embed(rt: Runtime, texts: list[str], truncate: bool = True) -> tuple[
     rt.metrics.inputs.observe(len(texts))
     try:
         return await rt.batcher.submit(texts, [min(t, max_tokens) for t in tokens]), tokens
-    except Overloaded as e:
-        rt.metrics.rejected.labels("overloaded").inc()
-        raise ApiError(429, "overloaded", str(e)) from e
+    except Refused as e:  # queue full, waited too long, shutting down
+        rt.metrics.rejected.labels(e.error_type).inc()
+        raise ApiError(e.status_code, e.error_type, str(e), retry_after=1) from e
 
 
 def _encode_fn(encoder: OnnxEncoder) -> Callable[[list[str]], np.ndarray]:
@@ -190,6 +188,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """The API with its own settings, metrics registry and batcher."""
     settings = settings or get_settings()
     metrics = Metrics()
+    lifecycle = Lifecycle(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -213,10 +212,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             solo_min_tokens=settings.solo_min_tokens,
             max_padding=settings.max_padding,
             cpus=cpus,
+            max_queue_s=settings.max_queue_wait_s,
         )
         metrics.queued.set_function(lambda: batcher.queued)
         batcher.start()
+        if settings.warmup:  # the first call of a session allocates its buffers: not on a client's time
+            for warm in (encoder, solo):
+                if isinstance(warm, OnnxEncoder):
+                    await asyncio.to_thread(warm.encode, [WARMUP_TEXT])
         app.state.runtime = Runtime(settings, encoder, batcher, metrics, **loaded)  # type: ignore[arg-type]
+        lifecycle.started(batcher)
         log.info(
             "ready: %s/%s (dim %d, %d worker(s) x %s thread(s), pinned: %s, solo calls: %s), index: %s, "
             "classifier: %s",
@@ -233,6 +238,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            lifecycle.stopped()
             app.state.runtime = None
             await batcher.stop()
             gc.unfreeze()
@@ -242,17 +248,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         summary="Embeddings of arXiv papers (fine-tuned MiniLM on ONNX Runtime), paper search, subjects.",
         lifespan=lifespan,
+        docs_url=None,  # install_page serves /docs and /redoc from local files, not a CDN
+        redoc_url=None,
     )
     app.state.runtime = None
+    install_page(app)
+    app.state.lifecycle = lifecycle
     install_error_handlers(app)
     key = settings.api_key.get_secret_value() if settings.api_key else None
+    # Outermost last: body timeout, then key, body size and metrics, then admission (serve/lifecycle.py).
+    app.add_middleware(Admission, lifecycle=lifecycle, metrics=metrics)
     app.add_middleware(GuardAndMeasure, metrics=metrics, api_key=key, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(BodyTimeout, seconds=settings.body_timeout_s)
     runtime = Depends(_runtime)
-
-    @app.get("/health", responses=_errors(503))
-    async def health(rt: Runtime = runtime) -> HealthResponse:
-        """200 once the model is loaded, 503 before."""
-        return HealthResponse(status="ok")
+    app.include_router(probes_router(lifecycle))
 
     @app.get("/info", responses=_errors(401, 503))
     async def info(rt: Runtime = runtime) -> InfoResponse:
@@ -287,51 +296,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             }
         )
 
-    @app.post("/v1/embeddings", response_model=OpenAIEmbeddingResponse, responses=_errors(*_COMMON))
-    async def openai_embeddings(body: OpenAIEmbeddingRequest, rt: Runtime = runtime) -> Response:
-        """OpenAI-compatible embeddings (always L2-normalised, truncated to the model's max tokens)."""
-        if body.dimensions is not None and body.dimensions not in rt.encoder.dimensions:
-            sizes = ", ".join(map(str, rt.encoder.dimensions))
-            raise ApiError(
-                422,
-                "invalid_request",
-                f"dimensions: {body.dimensions} is not a size this model was evaluated at; one of {sizes}",
-            )
-        texts = [body.input] if isinstance(body.input, str) else body.input
-        vectors, tokens = await _embed(rt, texts)
-        if body.dimensions is not None:  # OpenAI's shortening: the first n dimensions, re-normalised
-            vectors = vectors[:, : body.dimensions]
-        vectors = l2_normalize(vectors).astype("<f4", copy=False)
-        if body.encoding_format == "base64":
-            data = [
-                {
-                    "object": "embedding",
-                    "index": i,
-                    "embedding": base64.b64encode(v.tobytes()).decode("ascii"),
-                }
-                for i, v in enumerate(vectors)
-            ]
-        else:
-            vectors = np.ascontiguousarray(vectors)  # orjson writes contiguous arrays only
-            data = [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)]
-        used = sum(min(t, rt.encoder.max_seq_length) for t in tokens)
-        return _vectors_json(
-            {
-                "object": "list",
-                "data": data,
-                "model": rt.settings.model_name,
-                "usage": {"prompt_tokens": used, "total_tokens": used},
-            }
-        )
+    app.include_router(openai_router(runtime, _embed, _vectors_json))
 
-    @app.post("/search", responses=_errors(*_COMMON))
-    async def search(body: SearchRequest, rt: Runtime = runtime) -> SearchResponse:
-        """The k papers of the index closest to a text (cosine similarity)."""
-        if rt.index is None:
-            raise ApiError(503, "index_not_loaded", f"no search index is loaded ({rt.index_absent})")
-        vectors, _ = await _embed(rt, [body.text])
-        hits = await asyncio.to_thread(rt.index.search, l2_normalize(vectors)[0], body.k)
-        return SearchResponse(model=rt.settings.model_name, results=hits)  # type: ignore[arg-type]
+    app.include_router(search_router(runtime, _embed))  # /search, /papers/{id}, /subjects
 
     @app.post("/classify", responses=_errors(*_COMMON))
     async def classify(body: ClassifyRequest, rt: Runtime = runtime) -> ClassifyResponse:
@@ -354,7 +321,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             schema = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
             runtime = app.state.runtime
             dimensions = runtime.encoder.dimensions if runtime else None
-            app.openapi_schema = publish_limits(schema, settings.max_items, settings.max_chars, dimensions)
+            schema = publish_limits(
+                schema, settings.max_items, settings.max_chars, dimensions, settings.openai_max_items
+            )
+            app.openapi_schema = publish_names(schema, (settings.model_name, *settings.model_aliases))
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

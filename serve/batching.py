@@ -18,6 +18,10 @@ and is long enough may go to ``solo_encode`` instead, a model call that uses eve
 is not held to one core. With ``cpus``, worker thread i runs on ``cpus[i]`` only (Linux): two
 single-threaded model calls then never share a core while the other core serves the event loop, and each
 keeps its core's caches.
+
+A request waits at most ``max_queue_s``: if none of its chunks has reached the model by then, it leaves the
+queue with :class:`QueueTimeout` instead of being served late. :meth:`Batcher.refuse_waiting` empties the
+queue the same way when the server stops (:class:`ShuttingDown`).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import contextlib
 import itertools
 import os
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -37,8 +42,30 @@ import numpy as np
 EncodeFn = Callable[[list[str]], np.ndarray]
 
 
-class Overloaded(Exception):
-    """Too many texts are waiting for inference; the client should retry later (429)."""
+class Refused(Exception):
+    """Work the batcher did not take or did not finish; the client should retry later."""
+
+    status_code = 503
+    error_type = "unavailable"
+
+
+class Overloaded(Refused):
+    """Too many texts are waiting for inference (429)."""
+
+    status_code = 429
+    error_type = "overloaded"
+
+
+class QueueTimeout(Refused):
+    """The request waited longer than the queue's maximum wait for inference (503)."""
+
+    error_type = "queue_timeout"
+
+
+class ShuttingDown(Refused):
+    """The server is stopping: queued work is refused (503)."""
+
+    error_type = "shutting_down"
 
 
 def plan_chunks(tokens: Sequence[int], max_batch_tokens: int, max_batch_size: int) -> list[list[int]]:
@@ -74,6 +101,7 @@ class _Job:
     longest: int  # tokens of the longest text
     tokens: int  # tokens of all its texts
     future: asyncio.Future[np.ndarray] = field(repr=False)
+    taken: bool = False  # a worker took it for a model call
 
 
 class Batcher:
@@ -92,8 +120,10 @@ class Batcher:
         solo_min_tokens: int = 0,
         max_padding: float = 1.0,
         cpus: Sequence[int] | None = None,
+        max_queue_s: float | None = None,
     ) -> None:
         self._encode = encode
+        self._max_queue_s = max_queue_s
         self._solo_encode = solo_encode
         self._solo_min_tokens = solo_min_tokens
         self._max_padding = max_padding
@@ -114,11 +144,18 @@ class Batcher:
             initializer=_pinner(list(cpus)) if cpus else None,
         )
         self._tasks: list[asyncio.Task[None]] = []
+        self._seconds_per_text: float | None = None  # a worker's time per text, moving average of its calls
 
     @property
     def queued(self) -> int:
         """Texts waiting for inference."""
         return self._queued_texts
+
+    def expected_wait(self, texts: int) -> float | None:
+        """Seconds the workers need for ``texts`` texts at their recent pace; None before the first call."""
+        if self._seconds_per_text is None:
+            return None
+        return texts * self._seconds_per_text / self._workers
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -134,8 +171,33 @@ class Batcher:
                 await task
         for future in futures:
             if not future.done():
-                future.set_exception(RuntimeError("server is shutting down"))
+                future.set_exception(ShuttingDown("the server is shutting down; retry on another instance"))
         self._executor.shutdown(wait=True)
+
+    def refuse_waiting(self) -> int:
+        """Fail every request with chunks still queued with :class:`ShuttingDown` (model calls in progress
+        finish); the number of queued texts refused."""
+        queued = self._queued_texts
+        self._drop(
+            list(self._waiting), ShuttingDown("the server is shutting down; retry on another instance")
+        )
+        return queued
+
+    def _drop(self, jobs: list[_Job], error: Exception) -> None:
+        """Take ``jobs`` out of the queue and fail their requests with ``error``."""
+        gone = {id(job) for job in jobs}
+        if gone:
+            self._waiting = deque(job for job in self._waiting if id(job) not in gone)
+            self._queued_texts -= sum(len(job.texts) for job in jobs)
+        for job in jobs:
+            if not job.future.done():
+                job.future.set_exception(error)
+
+    def _expire(self, jobs: list[_Job]) -> None:
+        # A request that reached the model in part is finished: its first rows are already paid for.
+        if not any(job.taken for job in jobs):
+            waited = self._max_queue_s
+            self._drop(jobs, QueueTimeout(f"waited {waited:g} s for inference without a turn; retry later"))
 
     async def submit(self, texts: list[str], tokens: Sequence[int]) -> np.ndarray:
         """Embed ``texts`` (``tokens``: their lengths as the model reads them) in the next batches."""
@@ -153,11 +215,16 @@ class Batcher:
             self._waiting.extend(jobs)
             self._queued_texts += len(texts)
             self._arrived.notify(len(jobs))
+        expiry = loop.call_later(self._max_queue_s, self._expire, jobs) if self._max_queue_s else None
         try:
             parts = await asyncio.gather(*(job.future for job in jobs))
         finally:
+            if expiry is not None:
+                expiry.cancel()
             for job in jobs:
                 job.future.cancel()  # no-op when done; drops the rest if this request failed or went away
+                if not job.future.cancelled():
+                    job.future.exception()  # seen: one failure is raised, the others need no warning
         out = np.empty((len(texts), parts[0].shape[1]), dtype=parts[0].dtype)
         for chunk, part in zip(chunks, parts, strict=True):
             out[chunk] = part
@@ -167,6 +234,7 @@ class Batcher:
         async with self._arrived:
             await self._arrived.wait_for(lambda: bool(self._waiting))
             first = self._waiting.popleft()
+            first.taken = True
             jobs, size, longest, real = [first], len(first.texts), first.longest, first.tokens
             loop = asyncio.get_running_loop()
             deadline = loop.time() + self._max_wait_s
@@ -190,6 +258,7 @@ class Batcher:
                 ):
                     break
                 jobs.append(self._waiting.popleft())
+                job.taken = True
                 size, longest, real = grown, max(longest, job.longest), real + job.tokens
             self._queued_texts -= sum(len(job.texts) for job in jobs)
             if self._waiting:
@@ -212,8 +281,12 @@ class Batcher:
                 encode = self._solo_encode
             self._running += 1
             self._inflight.update(job.future for job in jobs)
+            start = time.perf_counter()
             try:
                 vectors = await loop.run_in_executor(self._executor, encode, texts)
+                pace = (time.perf_counter() - start) / len(texts)
+                average = self._seconds_per_text
+                self._seconds_per_text = pace if average is None else 0.9 * average + 0.1 * pace
             except Exception as e:  # the model failed: every request of the batch gets the error
                 for job in jobs:
                     if not job.future.done():

@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Send
 
 log = logging.getLogger(__name__)
 
@@ -18,6 +19,7 @@ _HTTP_TYPES = {
     401: "unauthorized",
     404: "not_found",
     405: "method_not_allowed",
+    408: "timeout",
     413: "too_large",
     415: "unsupported_media_type",
     429: "overloaded",
@@ -28,15 +30,28 @@ _HTTP_TYPES = {
 class ApiError(Exception):
     """An error the client should see as it is, with its status code."""
 
-    def __init__(self, status_code: int, error_type: str, message: str) -> None:
+    def __init__(
+        self, status_code: int, error_type: str, message: str, retry_after: int | None = None
+    ) -> None:
         super().__init__(message)
         self.status_code = status_code
         self.error_type = error_type
         self.message = message
+        self.retry_after = retry_after if retry_after is not None else 1 if status_code == 429 else None
 
 
 def error_body(message: str, error_type: str) -> bytes:
     return json.dumps({"error": message, "error_type": error_type}).encode()
+
+
+async def send_error(
+    send: Send, status: int, error_type: str, message: str, headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    """Answer in the error shape from plain ASGI code (middleware), before the app saw the request."""
+    body = error_body(message, error_type)
+    head = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": head + (headers or [])})
+    await send({"type": "http.response.body", "body": body})
 
 
 def error_response(status_code: int, error_type: str, message: str, headers: dict[str, str] | None = None):
@@ -55,7 +70,7 @@ def _describe(errors: list[Any]) -> str:
 
 async def _api_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ApiError)
-    headers = {"Retry-After": "1"} if exc.status_code == 429 else None
+    headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else None
     return error_response(exc.status_code, exc.error_type, exc.message, headers)
 
 

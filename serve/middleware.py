@@ -12,20 +12,27 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from serve.errors import error_body
+from serve.errors import send_error
 from serve.metrics import Metrics
 
-# Probes, scrapers and the API description need no key.
-OPEN_PATHS = frozenset({"/health", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
+# Probes (liveness and readiness), scrapers, the API description and the search page's files need no key (the page asks for it and
+# sends it with its API calls).
+OPEN_PATHS = frozenset(
+    {"/", "/health", "/ready", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
+)
+OPEN_PREFIX = "/static/"
+
+
+def _open_label(path: str) -> str | None:
+    """The metrics label of a path that needs no key, or None for one that does."""
+    if path in OPEN_PATHS:
+        return path
+    return "/static" if path.startswith(OPEN_PREFIX) else None
 
 
 async def _send_error(send: Send, status: int, error_type: str, message: str) -> None:
-    body = error_body(message, error_type)
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    if status == 401:
-        headers.append((b"www-authenticate", b"Bearer"))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    headers = [(b"www-authenticate", b"Bearer")] if status == 401 else None
+    await send_error(send, status, error_type, message, headers)
 
 
 def _bearer_or_key(headers: list[tuple[bytes, bytes]]) -> bytes | None:
@@ -65,16 +72,14 @@ class GuardAndMeasure:
                 await self.app(scope, passed, send_and_record)
         finally:
             route = scope.get("route")
-            label = getattr(route, "path", None) or (
-                scope["path"] if scope["path"] in OPEN_PATHS else "other"
-            )
+            label = getattr(route, "path", None) or _open_label(scope["path"]) or "other"
             self.metrics.requests.labels(label, scope["method"], str(status)).inc()
             self.metrics.latency.labels(label).observe(time.perf_counter() - start)
 
     async def _guard(self, scope: Scope, receive: Receive, send: Send) -> Receive | None:
         """The receive channel to pass on, or None after answering the request with an error."""
         headers: list[tuple[bytes, bytes]] = scope["headers"]
-        if self.api_key is not None and scope["path"] not in OPEN_PATHS:
+        if self.api_key is not None and _open_label(scope["path"]) is None:
             given = _bearer_or_key(headers)
             if given is None or not hmac.compare_digest(given, self.api_key):
                 self.metrics.rejected.labels("unauthorized").inc()

@@ -3,16 +3,31 @@
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import faiss
 import numpy as np
-import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 INDEX_FILE = "index.faiss"
 META_FILE = "meta.parquet"
-META_COLUMNS = ("id", "title", "subject")
+META_COLUMNS = ("id", "title", "subject")  # required; an index of an older faiss_build has only these
+# Written by faiss_build since the search page; an older meta.parquet gets these values, with a log line.
+OPTIONAL_COLUMNS: dict[str, pa.DataType] = {
+    "subjects": pa.list_(pa.string()),  # all categories, primary first (default: [subject])
+    "authors": pa.list_(pa.string()),
+    "published": pa.string(),  # first version, YYYY-MM-DD ("" when unknown)
+    "update_date": pa.string(),
+    "abstract": pa.large_string(),
+}
+ABS_URL = "https://arxiv.org/abs/"
+PDF_URL = "https://arxiv.org/pdf/"
+
+log = logging.getLogger(__name__)
 
 
 class ResourceError(RuntimeError):
@@ -21,40 +36,143 @@ class ResourceError(RuntimeError):
 
 @dataclass(frozen=True)
 class PaperIndex:
-    """FAISS index over paper embeddings; row ``i`` of ``meta`` describes vector ``i``."""
+    """FAISS index over paper embeddings; row ``i`` of ``meta`` describes vector ``i``.
+
+    Beside the table, the columns that filters read as arrays (built once by :meth:`from_table`): ``subjects``
+    names the codes of ``primary`` and ``categories`` (row ``category_rows[j]`` has category ``categories[j]``),
+    ``dates`` is each paper's first-version date, else its last update (NaT when it has neither), and
+    ``sorted_ids[i]`` is the id of row ``id_rows[i]``; ``primary_counts`` and ``any_counts`` are the papers of each
+    subject (as primary subject; among the categories or as primary subject).
+    """
 
     index: faiss.Index
-    meta: pd.DataFrame
+    meta: pa.Table
+    subjects: list[str]
+    primary: np.ndarray
+    categories: np.ndarray
+    category_rows: np.ndarray
+    dates: np.ndarray
+    sorted_ids: np.ndarray
+    id_rows: np.ndarray
+    primary_counts: np.ndarray
+    any_counts: np.ndarray
+    vectors_absent: str | None = (
+        None  # why stored vectors cannot be read back (search by paper), None if they can
+    )
+
+    @classmethod
+    def from_table(cls, index: faiss.Index, meta: pa.Table) -> PaperIndex:
+        """The index with its metadata table, which holds every column of ``META_COLUMNS`` and ``OPTIONAL_COLUMNS``."""
+        subjects_col = meta.column("subjects").combine_chunks()
+        primary = meta.column("subject").combine_chunks()
+        flat = pc.list_flatten(subjects_col)
+        # Codes in sorted name order: a hash encoding, then its few names sorted.
+        encoded = pc.dictionary_encode(pa.concat_arrays([primary, flat]))
+        names = encoded.dictionary.to_pylist()
+        rank = np.argsort(np.argsort(np.array(names, dtype=object), kind="stable")).astype(np.int32)
+        codes = rank[encoded.indices.to_numpy()]
+        primary_codes, category_codes = codes[: len(primary)], codes[len(primary) :]
+        category_rows = pc.list_parent_indices(subjects_col).to_numpy().astype(np.int32)
+        # Ids as bytes (arXiv ids are ASCII): a quarter of numpy's 4-byte characters, at 2.6 million papers.
+        ids = meta.column("id").cast(pa.binary()).to_numpy(zero_copy_only=False).astype(bytes)
+        order = np.argsort(ids, kind="stable").astype(np.int32)
+        n = len(names)
+        # A paper counts once per subject, its primary subject included even where its categories lack it.
+        pairs = np.unique(
+            np.concatenate(
+                [
+                    category_rows.astype(np.int64) * n + category_codes,
+                    np.arange(len(ids), dtype=np.int64) * n + primary_codes,
+                ]
+            )
+        )
+        return cls(
+            index=index,
+            meta=meta,
+            subjects=sorted(names),
+            primary=primary_codes,
+            categories=category_codes,
+            category_rows=category_rows,
+            dates=_paper_dates(meta),
+            sorted_ids=ids[order],
+            id_rows=order,
+            primary_counts=np.bincount(primary_codes, minlength=n),
+            any_counts=np.bincount(pairs % n, minlength=n),
+            vectors_absent=_vectors_absent(index),
+        )
 
     @property
     def size(self) -> int:
         return int(self.index.ntotal)
 
+    def fit_query(self, query: np.ndarray) -> np.ndarray:
+        """One query as the index takes it: a 1 x d float32 row, a longer (Matryoshka) vector cut and renormalised."""
+        if query.shape[-1] > self.index.d:
+            query = query[..., : self.index.d]
+            query = query / max(float(np.linalg.norm(query)), 1e-12)
+        return np.ascontiguousarray(query.reshape(1, -1), dtype=np.float32)
+
+    def rows_of(self, ids: list[str]) -> np.ndarray:
+        """The row of each id, -1 for an id not in the index."""
+        if not len(self.sorted_ids) or not ids:
+            return np.full(len(ids), -1, dtype=np.int64)
+        wanted = np.array([i.encode("utf-8", "replace") for i in ids], dtype=bytes)
+        at = np.searchsorted(self.sorted_ids, wanted).clip(max=len(self.sorted_ids) - 1)
+        return np.where(self.sorted_ids[at] == wanted, self.id_rows[at], -1).astype(np.int64)
+
+    def vector(self, row: int) -> np.ndarray:
+        """The stored vector of one row (a decoded approximation for compressed indexes)."""
+        if self.vectors_absent is not None:
+            raise ResourceError(self.vectors_absent)
+        return self.index.reconstruct(int(row))
+
+    def records(self, rows: list[int] | np.ndarray) -> list[dict[str, object]]:
+        """The metadata of these rows as dicts, with the paper's arXiv page and PDF links."""
+        records = self.meta.take(pa.array(np.asarray(rows, dtype=np.int64))).to_pylist()
+        for record in records:
+            record["url"] = ABS_URL + record["id"]
+            record["pdf_url"] = PDF_URL + record["id"]
+        return records
+
     def search(self, query: np.ndarray, k: int) -> list[dict[str, object]]:
-        """The ``k`` nearest papers to one normalised query vector, best first.
+        """The ``k`` nearest papers to one normalised query vector, best first, without filters.
 
         A longer query vector than the index's (a Matryoshka index) is cut to the index's size and renormalised.
         """
         k = min(k, self.size)
-        if query.shape[-1] > self.index.d:
-            query = query[..., : self.index.d]
-            query = query / max(float(np.linalg.norm(query)), 1e-12)
-        scores, rows = self.index.search(np.ascontiguousarray(query.reshape(1, -1), dtype=np.float32), k)
-        hits = []
-        for rank, (score, row) in enumerate(zip(scores[0], rows[0], strict=True), start=1):
-            if row < 0:  # an approximate index may find fewer than k
-                break
-            paper = self.meta.iloc[int(row)]
-            hits.append(
-                {
-                    "rank": rank,
-                    "score": float(score),
-                    "id": paper.id,
-                    "title": paper.title,
-                    "subject": paper.subject,
-                }
-            )
+        scores, rows = self.index.search(self.fit_query(query), k)
+        found = rows[0] >= 0  # an approximate index may find fewer than k
+        hits = self.records(rows[0][found])
+        for rank, (hit, score) in enumerate(zip(hits, scores[0][found], strict=True), start=1):
+            hit["rank"] = rank
+            hit["score"] = float(score)
         return hits
+
+
+def _paper_dates(meta: pa.Table) -> np.ndarray:
+    """Each paper's first-version date when it has one, else its last update; NaT when neither is a date."""
+
+    def as_dates(column: str) -> np.ndarray:
+        parsed = pc.strptime(meta.column(column), format="%Y-%m-%d", unit="s", error_is_null=True)
+        return parsed.cast(pa.date32()).to_numpy().astype("datetime64[D]")  # nulls: NaT
+
+    published, updated = as_dates("published"), as_dates("update_date")
+    return np.where(np.isnat(published), updated, published)
+
+
+def _vectors_absent(index: faiss.Index) -> str | None:
+    """Make stored vectors readable (an IVF index needs its direct map); why they are not, or None."""
+    try:
+        if isinstance(index, faiss.IndexIVF):
+            index.make_direct_map()
+        if index.ntotal:
+            index.reconstruct(0)
+    except RuntimeError as e:
+        reason = (
+            str(e).strip().splitlines()[-1].rsplit(": ", 1)[-1]
+        )  # FAISS's message, without its C++ location
+        return f"{type(index).__name__} cannot give back its vectors ({reason})"
+    return None
 
 
 @dataclass(frozen=True)
@@ -80,8 +198,8 @@ def load_index(index_dir: Path, dimensions: int | list[int]) -> PaperIndex:
     dimension = dimensions if isinstance(dimensions, int) else dimensions[0]
     allowed = [dimensions] if isinstance(dimensions, int) else list(dimensions)
     index = faiss.read_index(str(index_dir / INDEX_FILE))
-    meta = pd.read_parquet(index_dir / META_FILE)
-    missing = [c for c in META_COLUMNS if c not in meta.columns]
+    table = pq.read_table(index_dir / META_FILE)
+    missing = [c for c in META_COLUMNS if c not in table.column_names]
     if missing:
         raise ResourceError(f"{index_dir / META_FILE}: missing column(s) {missing}")
     if index.d not in allowed:
@@ -89,10 +207,41 @@ def load_index(index_dir: Path, dimensions: int | list[int]) -> PaperIndex:
             f"{index_dir}: index dimension {index.d} is not one the model was evaluated at "
             f"({', '.join(map(str, allowed))}; model dimension {dimension})"
         )
-    if index.ntotal != len(meta):
-        raise ResourceError(f"{index_dir}: {index.ntotal} vectors but {len(meta)} metadata rows")
-    meta = meta[list(META_COLUMNS)].astype(str).reset_index(drop=True)
-    return PaperIndex(index, meta)
+    if index.ntotal != table.num_rows:
+        raise ResourceError(f"{index_dir}: {index.ntotal} vectors but {table.num_rows} metadata rows")
+    absent = [c for c in OPTIONAL_COLUMNS if c not in table.column_names]
+    if absent:
+        log.info(
+            "%s has no column(s) %s (an index of an older faiss_build): empty values%s",
+            index_dir / META_FILE,
+            ", ".join(absent),
+            ", subjects = [subject]" if "subjects" in absent else "",
+        )
+    paper_index = PaperIndex.from_table(index, meta_table(table))
+    if paper_index.vectors_absent is not None:
+        log.warning("search by paper id is off: %s", paper_index.vectors_absent)
+    return paper_index
+
+
+def meta_table(table: pa.Table) -> pa.Table:
+    """The metadata columns the API reads, in one order and type, without nulls; optional columns that ``table``
+    lacks hold empty values (``subjects``: the primary subject)."""
+    n = table.num_rows
+    columns: dict[str, pa.ChunkedArray | pa.Array] = {}
+    for name in META_COLUMNS:
+        columns[name] = pc.fill_null(
+            table.column(name).cast(pa.large_string() if name == "title" else pa.string()), ""
+        )
+    for name, type_ in OPTIONAL_COLUMNS.items():
+        if name in table.column_names:
+            column = table.column(name).cast(type_)
+        elif name == "subjects":
+            column = pa.array([[s] for s in columns["subject"].to_pylist()], type_)
+        else:
+            column = pa.array([[] if pa.types.is_list(type_) else ""] * n, type_)
+        empty = pa.scalar([] if pa.types.is_list(type_) else "", type_)
+        columns[name] = pc.if_else(pc.is_null(column), empty, column)
+    return pa.table(columns)
 
 
 def load_classifier(classifier_dir: Path, dimension: int) -> Classifier:

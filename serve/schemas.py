@@ -6,9 +6,22 @@ which answer 413; the fixed ones (k, top_n, non-empty lists) are in the schemas 
 
 from __future__ import annotations
 
+import difflib
+import re
+from datetime import date
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    model_validator,
+)
+
+from arxiv_embed.subjects import KNOWN, canonical
 
 
 def _json_integer(value: object) -> object:
@@ -101,22 +114,133 @@ class OpenAIEmbeddingResponse(BaseModel):
     usage: OpenAIUsage
 
 
+def _iso_date(value: object) -> object:
+    # Only "YYYY-MM-DD", a real calendar day (pydantic's lax mode would also take timestamps).
+    if not isinstance(value, str) or not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+        raise ValueError("must be a date as YYYY-MM-DD")
+    return date.fromisoformat(value)  # 2021-02-30: a ValueError, so a 422
+
+
+IsoDate = Annotated[date, BeforeValidator(_iso_date), Field(examples=["2021-01-31"])]
+PaperId = Annotated[str, Field(min_length=1, max_length=64, examples=["2101.00001", "hep-th/9901001"])]
+
+
+def _subject(value: str) -> str:
+    # arXiv's canonical code (cs.NA -> math.NA); a code arXiv does not have is a 422 with close matches.
+    name = canonical(value)
+    if name is None:
+        lower = {subject.lower(): subject for subject in ARXIV_SUBJECTS}
+        close = [lower[c] for c in difflib.get_close_matches(value.lower(), list(lower), n=3, cutoff=0.6)]
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise ValueError(f"{value!r} is not an arXiv subject{hint} (GET /subjects lists the index's)")
+    return name
+
+
+ARXIV_SUBJECTS = sorted(KNOWN)
+Subject = Annotated[str, AfterValidator(_subject), Field(json_schema_extra={"enum": ARXIV_SUBJECTS})]
+
+
+class SearchFilters(_Request):
+    """Which papers may be returned; every condition is optional and they all apply."""
+
+    subjects: Annotated[list[Subject], Field(max_length=500)] = Field(
+        [], description="keep only papers with one of these subjects (empty: all subjects)"
+    )
+    exclude_subjects: Annotated[list[Subject], Field(max_length=500)] = Field(
+        [], description="drop papers with one of these subjects"
+    )
+    match: Literal["primary", "any"] = Field(
+        "primary", description="subjects are compared with the primary subject, or with any of the categories"
+    )
+    date_from: IsoDate | None = Field(
+        None, description="first day kept (YYYY-MM-DD), on `published`, else `update_date`"
+    )
+    date_to: IsoDate | None = Field(None, description="last day kept (YYYY-MM-DD), inclusive")
+    exclude_ids: Annotated[list[PaperId], Field(max_length=1000)] = Field(
+        [], description="papers to leave out (ids not in the index are ignored)"
+    )
+
+    @model_validator(mode="after")
+    def _dates_in_order(self) -> SearchFilters:
+        if self.date_from is not None and self.date_to is not None and self.date_from > self.date_to:
+            raise ValueError(f"date_from {self.date_from} is after date_to {self.date_to}")
+        return self
+
+
+class OpenAIModel(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str
+
+
+class OpenAIModels(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[OpenAIModel]
+
+
 class SearchRequest(_Request):
-    text: Text
+    # Exactly one of text and paper_id (the schema's oneOf); neither takes null.
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"oneOf": [{"required": ["text"]}, {"required": ["paper_id"]}]}
+    )
+
+    text: Text = Field(None, description="a query text (title, abstract, words); or send paper_id")  # type: ignore[assignment]
+    paper_id: PaperId = Field(  # type: ignore[assignment]
+        None, description="an indexed paper: papers like it, from its stored vector; or send text"
+    )
     k: Integer = Field(10, ge=1, le=100, description="papers to return")
+    filters: SearchFilters = Field(default_factory=SearchFilters)
+    include_self: StrictBool = Field(False, description="with paper_id: keep the query paper in the results")
+
+    @model_validator(mode="after")
+    def _one_query(self) -> SearchRequest:
+        if (self.text is None) == (self.paper_id is None):
+            raise ValueError("send exactly one of text or paper_id")
+        return self
 
 
-class Paper(BaseModel):
-    rank: int
-    score: float = Field(description="cosine similarity to the query")
+class PaperRecord(BaseModel):
     id: str
     title: str
-    subject: str
+    subject: str = Field(description="primary subject")
+    subjects: list[str] = Field(description="all categories, primary first")
+    authors: list[str] = Field(description="empty when the index has none")
+    published: str = Field(description="first version, YYYY-MM-DD; empty when unknown")
+    update_date: str = Field(description="last update, YYYY-MM-DD; empty when unknown")
+    abstract: str
+    url: str = Field(description="the paper's arXiv page")
+    pdf_url: str
+
+
+class Paper(PaperRecord):
+    rank: int
+    score: float = Field(description="cosine similarity to the query")
+    snippet: str = Field(description="the abstract's first ~300 characters, cut at a word")
+
+
+class SearchQuery(BaseModel):
+    text: str | None
+    paper_id: str | None
 
 
 class SearchResponse(BaseModel):
     model: str
+    query: SearchQuery
+    matched: int = Field(description="papers that pass the filters (the index size without filters)")
+    exact: bool = Field(description="the results are exactly the best k of the matched papers")
     results: list[Paper]
+
+
+class SubjectCount(BaseModel):
+    subject: str
+    primary: int = Field(description="papers with this primary subject")
+    any: int = Field(description="papers with this subject among their categories")
+
+
+class SubjectsResponse(BaseModel):
+    papers: int = Field(description="papers in the index")
+    subjects: list[SubjectCount] = Field(description="by name")
 
 
 class ClassifyRequest(_Request):
@@ -136,7 +260,11 @@ class ClassifyResponse(BaseModel):
 
 
 def publish_limits(
-    openapi: dict[str, Any], max_items: int, max_chars: int, dimensions: list[int] | None
+    openapi: dict[str, Any],
+    max_items: int,
+    max_chars: int,
+    dimensions: list[int] | None,
+    openai_max_items: int | None = None,
 ) -> dict[str, Any]:
     """Write the configured limits into the OpenAPI schema (the endpoints enforce them: 413, 422)."""
 
@@ -153,6 +281,10 @@ def publish_limits(
     for model, fields in _LIMITED_FIELDS.items():
         for name in fields:
             limit(components[model]["properties"][name])
+    if openai_max_items is not None:  # /v1 takes more inputs than /embed
+        for option in components["OpenAIEmbeddingRequest"]["properties"]["input"].get("anyOf", []):
+            if option.get("type") == "array":
+                option["maxItems"] = openai_max_items
     for option in components["OpenAIEmbeddingRequest"]["properties"]["dimensions"]["anyOf"]:
         if option.get("type") == "integer":  # pydantic leaves "ge" untranslated inside this union
             option.pop("ge", None)

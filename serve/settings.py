@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -38,6 +38,11 @@ class Settings(BaseSettings):
     )
     max_wait_ms: float = Field(0.0, ge=0, description="extra wait to fill a batch; 0 = take what is queued")
     max_queue: int = Field(1024, ge=1, description="texts waiting for inference before 429")
+    max_queue_wait_s: float = Field(
+        5.0,
+        gt=0,
+        description="longest wait of a request for inference; a request still waiting is refused (503)",
+    )
     inference_workers: int | None = Field(
         None, ge=1, description="inference calls that run side by side (None: one per usable core)"
     )
@@ -56,13 +61,56 @@ class Settings(BaseSettings):
         64, ge=0, description="padded tokens from which a lone call uses solo_threads"
     )
 
+    # OpenAI compatibility (/v1): OpenAI takes up to 2,048 inputs per request; they are cut into pieces of
+    # max_items inside. Besides model_name, /v1 accepts these names for the served model.
+    openai_max_items: int = Field(2048, ge=1, description="inputs per /v1/embeddings request (413 above)")
+    model_aliases: tuple[str, ...] = ("sentence-transformers/all-MiniLM-L6-v2",)
+
+    # Life cycle: readiness after a warm-up call, draining on SIGTERM, slow clients.
+    shutdown_grace_s: float = Field(
+        8.0,
+        gt=0,
+        description="after SIGTERM: time to finish accepted work (queued work waits at most max_queue_wait_s, "
+        "so it must be longer); Cloud Run kills 10 s after SIGTERM",
+    )
+    body_timeout_s: float = Field(30.0, gt=0, description="time to receive a request body (408 after)")
+    warmup: bool = Field(True, description="one model call before /ready answers 200")
+    log_format: Literal["text", "json"] = Field("text", description="json: one JSON object per log line")
+
     api_key: SecretStr | None = None
     host: str = "0.0.0.0"  # a container listens on all interfaces
     port: int = Field(8080, validation_alias=AliasChoices("PORT", "ARXIV_EMBED_PORT"))
     log_level: str = "info"
+
+    @field_validator("api_key")
+    @classmethod
+    def _key_is_not_blank(cls, key: SecretStr | None) -> SecretStr | None:
+        if key is not None and not key.get_secret_value().strip():
+            raise ValueError(
+                "ARXIV_EMBED_API_KEY is empty or blank: unset it to serve without a key, or set a key"
+            )
+        return key
+
+    @model_validator(mode="after")
+    def _grace_covers_the_queue(self) -> Settings:
+        if self.shutdown_grace_s < self.max_queue_wait_s + 1:
+            raise ValueError(
+                f"shutdown_grace_s = {self.shutdown_grace_s} must be at least max_queue_wait_s + 1 "
+                f"= {self.max_queue_wait_s + 1}: queued work must be served or refused before the server stops"
+            )
+        return self
 
 
 @lru_cache
 def get_settings() -> Settings:
     """The settings of this process, read once from the environment."""
     return Settings()
+
+
+def settings_error(error: ValidationError) -> str:
+    """One line naming each invalid setting, for a server that refuses to start."""
+    parts = []
+    for err in error.errors():
+        name = ".".join(str(p) for p in err["loc"]) or "settings"
+        parts.append(f"{name}: {err['msg'].removeprefix('Value error, ')}")
+    return "invalid settings: " + "; ".join(parts)

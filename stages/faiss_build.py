@@ -6,7 +6,10 @@ Reads   ``${paths.prepared}``, and ``${paths.onnx_dir}`` (``faiss_build.model_fi
         for large corpora; the API then embeds queries with a different graph of the same model).
 Params  ``faiss_build`` (index type and its settings), ``meta``.
 Writes  ``${paths.faiss_dir}/index.faiss`` (inner product over L2-normalised vectors = cosine) and
-        ``${paths.faiss_dir}/meta.parquet`` (row i of the index -> ``id``, ``title``, ``subject``);
+        ``${paths.faiss_dir}/meta.parquet`` (row i of the index -> ``id``, ``title``, ``subject`` (primary),
+        ``subjects`` (all categories), ``authors``, ``published`` (first version), ``update_date``, ``abstract``:
+        what a search result shows; a prepared table without ``subjects``, ``authors`` or ``published``, from an
+        older ``prepare``, gives ``[subject]``, ``[]`` and "");
         ``metrics/faiss_build.json``: vectors, encode rate, build time, search latency and, for the approximate
         ``ivf`` and ``hnsw`` indexes, ``recall@10`` against exact search on held-out queries.
 
@@ -19,13 +22,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import faiss
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
-from arxiv_embed.io import atomic_dir, read_parquet, write_json, write_parquet
+from arxiv_embed.io import atomic_dir, read_parquet, write_json
 from arxiv_embed.metrics import stratified_sample
 from arxiv_embed.onnx import OnnxEncoder
 from arxiv_embed.params import FaissBuildParams, run_stage_check
@@ -35,28 +39,64 @@ from arxiv_embed.text import TextMode, papers_texts
 
 INDEX_FILE = "index.faiss"
 META_FILE = "meta.parquet"
+META_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("title", pa.large_string()),
+        ("subject", pa.string()),
+        ("subjects", pa.list_(pa.string())),
+        ("authors", pa.list_(pa.string())),
+        ("published", pa.string()),
+        ("update_date", pa.string()),
+        ("abstract", pa.large_string()),
+    ]
+)
 K = 10
+
+
+# One entry per ``faiss_build.index``: the faiss index_factory string it builds (inner product throughout).
+FACTORY: dict[str, Callable[[FaissBuildParams], str]] = {
+    "flat": lambda p: "Flat",
+    "ivf": lambda p: f"IVF{p.ivf_nlist},Flat",
+    "ivf_sq8": lambda p: f"IVF{p.ivf_nlist},SQ8",
+    "ivf_pq": lambda p: f"IVF{p.ivf_nlist},PQ{p.pq_m}x{p.pq_bits}",
+    "hnsw": lambda p: f"HNSW{p.hnsw_m},Flat",
+}
+
+
+def new_index(dim: int, params: FaissBuildParams) -> faiss.Index:
+    """An empty inner-product index of the type ``params.index`` names, with its build and search settings."""
+    if params.index not in FACTORY:
+        raise ValueError(f"unknown index type {params.index!r}; expected one of {', '.join(FACTORY)}")
+    if params.index == "ivf_pq" and dim % params.pq_m:
+        raise ValueError(f"ivf_pq index: pq_m = {params.pq_m} does not divide the dimension {dim}")
+    index = faiss.index_factory(dim, FACTORY[params.index](params), faiss.METRIC_INNER_PRODUCT)
+    if params.index.startswith("ivf"):
+        faiss.extract_index_ivf(index).nprobe = params.ivf_nprobe
+    if params.index == "ivf_pq":
+        index.do_polysemous_training = False  # minutes of training for a Hamming filter search never uses
+    elif params.index == "hnsw":
+        index.hnsw.efConstruction = params.hnsw_ef_construction
+        index.hnsw.efSearch = params.hnsw_ef_search
+    return index
+
+
+def train_index(index: faiss.Index, vectors: np.ndarray, params: FaissBuildParams) -> None:
+    """Train ``index`` (IVF clusters, SQ ranges, PQ codebooks) on ``vectors``; nothing for flat and hnsw."""
+    if index.is_trained:
+        return
+    if len(vectors) < params.ivf_nlist:
+        raise ValueError(
+            f"{params.index} index: {len(vectors)} vectors cannot train {params.ivf_nlist} clusters (ivf_nlist)"
+        )
+    index.train(np.ascontiguousarray(vectors, dtype=np.float32))
 
 
 def build_index(vectors: np.ndarray, params: FaissBuildParams) -> faiss.Index:
     """An inner-product index of ``vectors`` (n x dim float32) of the type ``params.index`` names."""
-    n, dim = vectors.shape
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    index: Any
-    if params.index == "flat":
-        index = faiss.IndexFlatIP(dim)
-    elif params.index == "ivf":
-        if n < params.ivf_nlist:
-            raise ValueError(f"ivf index: {n} vectors cannot train {params.ivf_nlist} clusters (ivf_nlist)")
-        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, params.ivf_nlist, faiss.METRIC_INNER_PRODUCT)
-        index.train(vectors)
-        index.nprobe = params.ivf_nprobe
-    elif params.index == "hnsw":
-        index = faiss.IndexHNSWFlat(dim, params.hnsw_m, faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efConstruction = params.hnsw_ef_construction
-        index.hnsw.efSearch = params.hnsw_ef_search
-    else:
-        raise ValueError(f"unknown index type {params.index!r}; expected flat, ivf or hnsw")
+    index = new_index(vectors.shape[1], params)
+    train_index(index, vectors, params)
     index.add(vectors)
     return index
 
@@ -96,9 +136,19 @@ def recall_at_k(found: np.ndarray, exact: np.ndarray, k: int = K) -> float:
     return float(np.mean(hits))
 
 
-def paper_meta(papers: pd.DataFrame) -> pd.DataFrame:
-    """The row -> paper table stored beside the index."""
-    return papers[["id", "title", "subject"]].reset_index(drop=True)
+def paper_meta(papers: pd.DataFrame) -> pa.Table:
+    """The row -> paper table stored beside the index (``META_SCHEMA``); missing values are empty."""
+    papers = papers.reset_index(drop=True)
+    defaults = {"subjects": [[s] for s in papers["subject"]], "authors": [[]] * len(papers)}
+    columns = {}
+    for field in META_SCHEMA:
+        if field.name not in papers:
+            columns[field.name] = defaults.get(field.name, [""] * len(papers))
+        elif pa.types.is_list(field.type):
+            columns[field.name] = [[] if v is None else list(v) for v in papers[field.name]]
+        else:
+            columns[field.name] = papers[field.name].fillna("")
+    return pa.table(columns, schema=META_SCHEMA)
 
 
 def search_metrics(index: faiss.Index, vectors: np.ndarray, queries: np.ndarray) -> dict[str, float]:
@@ -137,7 +187,7 @@ def main() -> None:
     out = Path(paths.faiss_dir)
     with atomic_dir(out) as staging:
         faiss.write_index(index, str(staging / INDEX_FILE))
-        write_parquet(paper_meta(papers), staging / META_FILE)
+        pq.write_table(paper_meta(papers), staging / META_FILE, compression="zstd")
     metrics = {
         "n_vectors": index.ntotal,
         "dimension": index.d,

@@ -182,7 +182,7 @@ def decode(line: bytes | str) -> tuple[dict | None, str | None]:
         except UnicodeDecodeError:
             return None, "invalid_utf8"
     try:
-        record = json.loads(line)
+        record = json.loads(line.removeprefix("\ufeff"))  # a BOM: the first line of a file saved "with BOM"
     except ValueError:
         return None, "malformed_json"
     return (record, None) if isinstance(record, dict) else (None, "malformed_json")

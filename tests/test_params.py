@@ -201,7 +201,12 @@ def set_key(data: dict[str, Any], key: str, value: Any) -> dict[str, Any]:
             1.5,
             "onnx_export.min_cosine_fp32 = 1.5: must be a number >= -1 and <= 1",
         ),
-        ("faiss_build.index", "lsh", "faiss_build.index = 'lsh': must be one of 'flat', 'ivf', 'hnsw'"),
+        (
+            "faiss_build.index",
+            "lsh",
+            "faiss_build.index = 'lsh': must be one of 'flat', 'ivf', 'ivf_sq8', 'ivf_pq', 'hnsw'",
+        ),
+        ("faiss_build.pq_bits", 17, "faiss_build.pq_bits = 17: must be an integer >= 1 and <= 16"),
         ("faiss_build.threads", 0, "faiss_build.threads = 0: must be an integer >= 1 or null"),
     ],
 )
@@ -233,8 +238,9 @@ def test_contrastive_pairs_can_be_switched_off_but_then_not_trained_on() -> None
         assert f"train.loss = '{loss}' trains on contrastive pairs, but pairs.n_contrastive = 0" in message
 
 
-def test_ivf_nprobe_above_nlist_fails() -> None:
-    data = set_key(committed(), "faiss_build.index", "ivf")
+@pytest.mark.parametrize("kind", ["ivf", "ivf_sq8", "ivf_pq"])
+def test_ivf_nprobe_above_nlist_fails(kind: str) -> None:
+    data = set_key(committed(), "faiss_build.index", kind)
     message = problems(set_key(data, "faiss_build.ivf_nprobe", 4096))
     assert "faiss_build.ivf_nprobe = 4096: must be <= faiss_build.ivf_nlist (1024)" in message
 

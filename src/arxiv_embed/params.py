@@ -454,7 +454,7 @@ class OnnxExportParams:
 class FaissBuildParams:
     encoder: Literal["onnx", "torch"]
     model_file: Literal["model_int8.onnx", "model.onnx"]
-    index: Literal["flat", "ivf", "hnsw"]
+    index: Literal["flat", "ivf", "ivf_sq8", "ivf_pq", "hnsw"]
     dimension: Positive | None  # vectors cut to this size (one of ir_eval.matryoshka_dims); null: the model's
     max_papers: Positive | None
     batch_size: Positive
@@ -462,13 +462,15 @@ class FaissBuildParams:
     threads: Positive | None
     ivf_nlist: Positive
     ivf_nprobe: Positive
+    pq_m: Positive  # ivf_pq: sub-quantizers per vector (must divide the dimension)
+    pq_bits: Annotated[int, Ge(1), Le(16)]  # ivf_pq: bits per sub-quantizer code
     hnsw_m: Annotated[int, Ge(2)]
     hnsw_ef_construction: Positive
     hnsw_ef_search: Positive
     n_recall_queries: Positive
 
     def __post_init__(self) -> None:
-        if self.index == "ivf" and self.ivf_nprobe > self.ivf_nlist:
+        if self.index.startswith("ivf") and self.ivf_nprobe > self.ivf_nlist:
             _fail(
                 f"params: faiss_build.ivf_nprobe = {self.ivf_nprobe}: must be <= faiss_build.ivf_nlist "
                 f"({self.ivf_nlist})"

@@ -18,9 +18,10 @@ def clean_whitespace(text: str) -> str:
 
 
 # Control characters (C0, DEL, C1: NUL and the like) become spaces; format characters that render as nothing
-# (zero-width space / joiners, word joiner, BOM, soft hyphen, bidi marks) are removed.
+# (zero-width space / joiners, word joiner, BOM, soft hyphen, bidi marks, embeddings, overrides and isolates,
+# the Arabic letter mark, the Mongolian vowel separator, the deprecated format controls) are removed.
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
-_INVISIBLE = re.compile("[\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff]")
+_INVISIBLE = re.compile("[\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 

@@ -3,6 +3,9 @@ also shown to fail on a deliberately broken copy."""
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
 from pathlib import Path
 
 import yaml
@@ -70,9 +73,51 @@ def test_cloudbuild_pushes_both_images_by_commit_and_deploys_serve():
     assert {img.rsplit("/", 1)[1] for img in images} == {"train:$COMMIT_SHA", "serve:$COMMIT_SHA"}
     assert all(img.startswith("${_REGION}-docker.pkg.dev/$PROJECT_ID/") for img in images)
     deploy = next(s for s in build["steps"] if s["id"] == "deploy-serve")
-    assert deploy["args"][:2] == ["run", "deploy"]
-    assert f"--image={images[1]}" in deploy["args"]
     assert deploy["waitFor"] == ["push-serve"]
+    assert deploy["entrypoint"] == "bash"
+
+
+def deploy_args(tmp_path: Path, **substitutions: str) -> list[str]:
+    """The arguments the deploy step gives gcloud: its script, with Cloud Build's substitutions applied, run
+    by bash against a stand-in gcloud that prints them."""
+    build = yaml.safe_load((REPO / "cloudbuild.yaml").read_text())
+    script = next(s for s in build["steps"] if s["id"] == "deploy-serve")["args"][1]
+    values = build["substitutions"] | {"PROJECT_ID": "my-project", "COMMIT_SHA": "abc123"} | substitutions
+
+    def substitute(match: re.Match[str]) -> str:
+        return "$" if match.group(0) == "$$" else values[match.group(1) or match.group(2)]
+
+    script = re.sub(r"\$\$|\$\{(\w+)\}|\$(\w+)", substitute, script)
+    fake = tmp_path / "bin" / "gcloud"
+    fake.parent.mkdir(exist_ok=True)
+    fake.write_text('#!/bin/sh\nfor a in "$@"; do printf "%s\\n" "$a"; done\n')
+    fake.chmod(0o755)
+    env = os.environ | {"PATH": f"{fake.parent}{os.pathsep}{os.environ['PATH']}"}
+    done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=env, check=True)
+    return done.stdout.splitlines()
+
+
+def test_cloud_run_deploy_is_private_or_keyed_never_open(tmp_path: Path):
+    private = deploy_args(tmp_path)
+    assert private[:3] == ["run", "deploy", "arxiv-embed-api"]
+    assert "--image=europe-west4-docker.pkg.dev/my-project/arxiv-embed/serve:abc123" in private
+    assert "--no-allow-unauthenticated" in private
+    assert "--allow-unauthenticated" not in private
+    assert not [a for a in private if a.startswith("--set-secrets")]
+    keyed = deploy_args(tmp_path, _API_KEY_SECRET="arxiv-embed-api-key")
+    assert "--allow-unauthenticated" in keyed
+    assert "--set-secrets=ARXIV_EMBED_API_KEY=arxiv-embed-api-key:latest" in keyed
+    assert "--no-allow-unauthenticated" not in keyed
+
+
+def test_cloud_run_deploy_probes_ready_and_health_with_cpu_boost(tmp_path: Path):
+    args = deploy_args(tmp_path, _MIN_INSTANCES="1")
+    assert "--cpu-boost" in args
+    assert "--min-instances=1" in args
+    startup = next(a for a in args if a.startswith("--startup-probe="))
+    liveness = next(a for a in args if a.startswith("--liveness-probe="))
+    assert "httpGet.path=/ready" in startup and "httpGet.port=8080" in startup
+    assert "httpGet.path=/health" in liveness
 
 
 def test_dockerfile_train_passes_hadolint():

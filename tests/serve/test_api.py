@@ -39,12 +39,14 @@ def assert_error(response: httpx.Response, status: int, error_type: str) -> dict
 # --- health and info ---------------------------------------------------------------------------------------
 
 
-def test_health_is_503_until_the_model_is_loaded(settings: Settings) -> None:
+def test_ready_is_503_until_the_model_is_loaded_health_is_liveness(settings: Settings) -> None:
     app = create_app(settings)
-    assert_error(TestClient(app).get("/health"), 503, "not_ready")  # lifespan not run: nothing loaded
+    assert_error(TestClient(app).get("/ready"), 503, "not_ready")  # lifespan not run: nothing loaded
+    assert TestClient(app).get("/health").json() == {"status": "ok"}  # the process answers: alive
     with TestClient(app) as client:
+        assert client.get("/ready").json() == {"status": "ok"}
         assert client.get("/health").json() == {"status": "ok"}
-    assert_error(TestClient(app).get("/health"), 503, "not_ready")  # after shutdown
+    assert_error(TestClient(app).get("/ready"), 503, "shutting_down")  # after shutdown
 
 
 def test_info_describes_model_index_and_classifier(client: TestClient) -> None:
@@ -103,9 +105,7 @@ def test_embed_without_truncation_refuses_a_long_text_with_its_token_count(
 
 def test_too_many_inputs_is_413(client: TestClient) -> None:
     assert_error(client.post("/embed", json={"input": ["a"] * 9}), 413, "too_many_inputs")
-    assert_error(
-        client.post("/v1/embeddings", json={"input": ["a"] * 9, "model": "m"}), 413, "too_many_inputs"
-    )
+    assert_error(client.post("/v1/embeddings", json={"input": ["a"] * 2049}), 413, "too_many_inputs")
     assert client.post("/embed", json={"input": ["a"] * 8}).status_code == 200
 
 
@@ -172,13 +172,18 @@ def test_search_finds_the_closest_paper(client: TestClient) -> None:
     ).json()
     results = body["results"]
     assert [r["rank"] for r in results] == [1, 2, 3]
-    assert results[0] == {
+    assert {key: results[0][key] for key in ("rank", "id", "title", "subject")} == {
         "rank": 1,
-        "score": pytest.approx(results[0]["score"]),
         "id": "2101.00001",
         "title": "Graph neural networks for molecule property prediction",
         "subject": "cs.LG",
     }
+    # An index of an older faiss_build (id, title, subject only): the other fields are empty, links are there.
+    assert (
+        results[0]["subjects"] == ["cs.LG"] and results[0]["authors"] == [] and results[0]["abstract"] == ""
+    )
+    assert results[0]["url"] == "https://arxiv.org/abs/2101.00001"
+    assert results[0]["pdf_url"] == "https://arxiv.org/pdf/2101.00001"
     scores = [r["score"] for r in results]
     assert scores == sorted(scores, reverse=True)
     everything = client.post("/search", json={"text": "galaxies", "k": 100}).json()["results"]
@@ -245,8 +250,9 @@ def test_api_key_is_required_when_set(settings: Settings) -> None:
 
 
 def test_full_queue_is_429(settings: Settings, encoder: OnnxEncoder) -> None:
-    """One request in inference (held by a gate), one text queued; with max_queue=1 the third is refused."""
-    app = create_app(changed(settings, max_queue=1))
+    """One request in inference (held by a gate), one text queued; with max_queue=2 texts in progress (in
+    inference or queued) the third is refused."""
+    app = create_app(changed(settings, max_queue=2))
     gate = threading.Event()
 
     def slow_encode(texts: list[str]) -> np.ndarray:

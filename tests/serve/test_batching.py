@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from serve.batching import Batcher, Overloaded, plan_chunks
+from serve.batching import Batcher, Overloaded, ShuttingDown, plan_chunks
 
 
 class FakeModel:
@@ -231,7 +231,7 @@ def test_cancelled_requests_are_skipped_and_stop_fails_waiting_ones() -> None:
         model.gate.set()
         await batcher.stop()
         for task in (held, waiting):  # in inference or queued when the server stops: both get an error
-            with pytest.raises(RuntimeError, match="shutting down"):
+            with pytest.raises(ShuttingDown, match="shutting down"):
                 await task
 
     run(scenario())

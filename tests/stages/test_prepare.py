@@ -88,6 +88,12 @@ def test_parse_record_cleans_and_maps() -> None:
     }
 
 
+@pytest.mark.parametrize("line", [b"\xef\xbb\xbf" + json.dumps(GOOD).encode(), "\ufeff" + json.dumps(GOOD)])
+def test_a_line_that_starts_with_a_bom_is_read(line: bytes | str) -> None:
+    paper, reason = parse_record(line, 10)
+    assert reason is None and paper is not None and paper["id"] == "2401.00001"
+
+
 def test_parse_record_keeps_authors_and_the_first_version_date() -> None:
     snapshot = {
         **GOOD,
@@ -132,6 +138,7 @@ def test_the_authors_string_is_split_into_names(authors: str, names: list[str]) 
         (json.dumps({**GOOD, "abstract": "\u200b" * 80}), "empty_abstract"),
         (json.dumps({**GOOD, "abstract": "\x01" * 80}), "empty_abstract"),
         (json.dumps({**GOOD, "title": " \u200b\x00 "}), "empty_title"),
+        (json.dumps({**GOOD, "title": "\u2066\u200f\u2069\u061c"}), "empty_title"),  # bidi isolates and marks
         (json.dumps({**GOOD, "comments": "This paper has been withdrawn by the authors"}), "withdrawn"),
         (json.dumps({**GOOD, "abstract": None}), "missing_field"),
         (json.dumps({k: v for k, v in GOOD.items() if k != "categories"}), "missing_field"),
