@@ -147,7 +147,7 @@ for image in "$from_image" "$uv_image"; do
     echo "$tag: pulled"
   else
     start=$(date +%s)
-    echo "$tag: no registry ($(tail -n 1 "$work/pull.log" | cut -c1-120)); building a stand-in"
+    echo "$tag: podman pull failed (...$(tail -n 1 "$work/pull.log" | tail -c 90)); building a stand-in"
     if [[ "$image" == "$uv_image" ]]; then uv_stand_in "$tag"; else python_stand_in "$tag"; fi
     echo "$tag: stand-in built in $(seconds_since "$start") s"
   fi
