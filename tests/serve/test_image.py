@@ -1,10 +1,12 @@
-"""Dockerfile.serve without Docker: hadolint, a torch-free runtime, and the image's own command line serving
-requests (a real process on a loopback port, started the way the container starts it)."""
+"""Dockerfile.serve without Docker: hadolint, a torch-free runtime, mounts that buildah and Docker both accept, the
+image's own command line serving requests (a real process on a loopback port, started the way the container starts
+it), and the smoke-test scripts of scripts/image_smoke.sh against such a process."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -20,6 +22,7 @@ pytest_plugins = ["onnx_fixtures"]  # onnx_minilm_dir: the bundled MiniLM export
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO / "Dockerfile.serve"
+DOCKERFILES = [DOCKERFILE, REPO / "Dockerfile.train"]
 PIPELINE_ONLY = {"torch", "sentence-transformers", "transformers", "datasets", "onnx", "dvc"}
 
 
@@ -112,3 +115,69 @@ def test_image_command_serves_on_port(
     assert "Application shutdown complete" in log.read_text()
     down = subprocess.run([sys.executable, *healthcheck[1:]], env=env, cwd=REPO, check=False, timeout=30)
     assert down.returncode == 1
+
+
+def run_instructions(dockerfile: Path) -> list[str]:
+    text = dockerfile.read_text().replace("\\\n", " ")
+    return [line.strip() for line in text.splitlines() if line.strip().startswith("RUN ")]
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_bind_mount_targets_are_absolute(dockerfile: Path) -> None:
+    """buildah rejects a relative bind target (``target=uv.lock``); an absolute one means the same to Docker."""
+    mounts = [m for run in run_instructions(dockerfile) for m in re.findall(r"--mount=type=bind,\S+", run)]
+    targets = [re.findall(r"target=([^,]+)", mount)[0] for mount in mounts]
+    assert targets, f"{dockerfile.name}: no bind mount"
+    assert all(t.startswith("/") for t in targets), targets
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_every_download_may_trust_a_build_secret_ca(dockerfile: Path) -> None:
+    """Each RUN that runs uv can trust a re-signing proxy's CA, from a secret mount only (not COPY or ENV)."""
+    syncs = [run for run in run_instructions(dockerfile) if "uv sync" in run]
+    assert syncs
+    for run in syncs:
+        assert "--mount=type=secret,id=ca,target=/run/secrets/ca" in run, run
+        assert "if [ -f /run/secrets/ca ]; then export SSL_CERT_FILE=/run/secrets/ca; fi" in run, run
+    others = [line for line in dockerfile.read_text().splitlines() if not line.lstrip().startswith("#")]
+    assert not [line for line in others if "SSL_CERT_FILE" in line and "export SSL_CERT_FILE" not in line]
+
+
+@pytest.mark.slow
+def test_smoke_scripts_against_the_image_command(tmp_path: Path) -> None:
+    """scripts/image_models.py's artefacts served by the image's CMD pass scripts/image_smoke_check.py, which
+    fails on a wrong key."""
+    models = tmp_path / "models"
+    subprocess.run(
+        [sys.executable, "scripts/image_models.py", str(models)], cwd=REPO, check=True, timeout=600
+    )
+    assert sorted(p.name for p in models.iterdir()) == ["classifier", "faiss", "onnx"]
+    port = free_port()
+    env = os.environ | {
+        "PORT": str(port),
+        "ARXIV_EMBED_MODEL_DIR": str(models / "onnx"),
+        "ARXIV_EMBED_INDEX_DIR": str(models / "faiss"),
+        "ARXIV_EMBED_CLASSIFIER_DIR": str(models / "classifier"),
+        "ARXIV_EMBED_HOST": "127.0.0.1",
+        "ARXIV_EMBED_API_KEY": "smoke-key",
+    }
+    server = subprocess.Popen([sys.executable, *exec_form("CMD")[1:]], cwd=REPO, env=env)
+    url = f"http://127.0.0.1:{port}"
+    check = [sys.executable, "scripts/image_smoke_check.py", url, "--fixtures", "--key"]
+    try:
+        wait_for_health(url)
+        passed = subprocess.run([*check, "smoke-key"], cwd=REPO, capture_output=True, text=True, timeout=120)
+        assert passed.returncode == 0, passed.stdout + passed.stderr
+        assert [line.split()[1] for line in passed.stdout.splitlines()] == [
+            "/health",
+            "/info",
+            "/embed",
+            "/search",
+            "/classify",
+        ]
+        failed = subprocess.run([*check, "wrong-key"], cwd=REPO, capture_output=True, text=True, timeout=120)
+        assert failed.returncode == 1
+        assert "smoke check failed" in failed.stderr and "/info: 401" in failed.stderr
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=30)
