@@ -237,10 +237,17 @@ def start(server: Server, port: int, timeout: float = 300.0) -> subprocess.Popen
     proc = subprocess.Popen(
         argv, cwd=server.cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
     )
+    return wait_healthy(proc, port, server.name, log.name, timeout)
+
+
+def wait_healthy(
+    proc: subprocess.Popen[bytes], port: int, name: str, log_name: str, timeout: float = 300.0
+) -> subprocess.Popen[bytes]:
+    """``proc`` once its ``/health`` answers 200; stopped, with an error naming ``log_name``, otherwise."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"{server.name} exited with {proc.returncode}; see {log.name}")
+            raise RuntimeError(f"{name} exited with {proc.returncode}; see {log_name}")
         try:
             status, _ = asyncio.run(_get(port, "/health"))
             if status == 200:
@@ -249,7 +256,7 @@ def start(server: Server, port: int, timeout: float = 300.0) -> subprocess.Popen
             pass
         time.sleep(0.5)
     stop(proc)
-    raise TimeoutError(f"{server.name} not healthy after {timeout} s")
+    raise TimeoutError(f"{name} not healthy after {timeout} s")
 
 
 async def _get(port: int, path: str) -> tuple[int, bytes]:

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from api_load import Connection, free_port, load_texts, stop
+from api_load import Connection, free_port, load_texts, stop, wait_healthy
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared/data/arxiv-sample.jsonl.gz"
@@ -124,27 +124,7 @@ def start_server(name: str, folder: Path, model_dir: Path, port: int, extra: dic
         [sys.executable, "-m", "serve"], cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT,
         start_new_session=True,
     )  # fmt: skip
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{name} exited with {proc.returncode}; see {log.name}")
-        try:
-            status, _ = asyncio.run(_get(port, "/health"))
-            if status == 200:
-                return proc
-        except OSError:
-            pass
-        time.sleep(0.5)
-    stop(proc)
-    raise TimeoutError(f"{name} not healthy after 300 s")
-
-
-async def _get(port: int, path: str) -> tuple[int, bytes]:
-    conn = await Connection.open("127.0.0.1", port)
-    try:
-        return await conn.request("GET", path)
-    finally:
-        await conn.close()
+    return wait_healthy(proc, port, name, log.name)
 
 
 def main() -> None:

@@ -4,7 +4,6 @@ FAISS index of six papers and a three-subject classifier built from real embeddi
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,10 +11,8 @@ import faiss
 import numpy as np
 import pandas as pd
 import pytest
-import uvicorn
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from serve_helpers import changed, free_port, wait_for_health
+from serve_helpers import changed, served_in_thread
 
 from arxiv_embed.onnx import OnnxEncoder
 from serve.app import create_app
@@ -85,15 +82,5 @@ def client(settings: Settings) -> Iterator[TestClient]:
 @pytest.fixture(scope="module")
 def live_url(settings: Settings) -> Iterator[str]:
     """The app served by uvicorn on a real loopback port (in a thread of this process)."""
-    port = free_port()
-    app: FastAPI = create_app(changed(settings, api_key="test-key"))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for_health(url)
+    with served_in_thread(create_app(changed(settings, api_key="test-key"))) as url:
         yield url
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,8 +18,7 @@ import httpx
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-import uvicorn
-from serve_helpers import changed, free_port, wait_for_health
+from serve_helpers import changed, served_in_thread
 
 from arxiv_embed.onnx import OnnxEncoder
 from arxiv_embed.text import papers_texts
@@ -172,18 +170,8 @@ def page_index_dir(tmp_path_factory: pytest.TempPathFactory, encoder: OnnxEncode
 @pytest.fixture(scope="module")
 def server(settings: Settings, page_index_dir: Path) -> Iterator[str]:
     """The app with an API key, served by uvicorn on a loopback port (in a thread of this process)."""
-    port = free_port()
-    app = create_app(changed(settings, index_dir=page_index_dir, api_key=KEY))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for_health(url)
+    with served_in_thread(create_app(changed(settings, index_dir=page_index_dir, api_key=KEY))) as url:
         yield url
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)
 
 
 @pytest.fixture(scope="module")
