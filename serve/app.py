@@ -46,8 +46,8 @@ from serve.schemas import (
     ClassifyResponse,
     EmbedRequest,
     EmbedResponse,
-    ErrorResponse,
     InfoResponse,
+    error_responses,
     publish_limits,
 )
 from serve.search import search_router
@@ -74,10 +74,6 @@ class Runtime:
     classifier: Classifier | None
     classifier_absent: str | None
     solo_encoder: OnnxEncoder | None  # same model, more threads: for a call that has the machine to itself
-
-
-def _errors(*codes: int) -> dict[int | str, dict[str, object]]:
-    return {code: {"model": ErrorResponse} for code in codes}
 
 
 _COMMON = (401, 413, 422, 429, 503)
@@ -263,7 +259,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     runtime = Depends(_runtime)
     app.include_router(probes_router(lifecycle))
 
-    @app.get("/info", responses=_errors(401, 503))
+    @app.get("/info", responses=error_responses(401, 503))
     async def info(rt: Runtime = runtime) -> InfoResponse:
         """The loaded model and what else is available."""
         return InfoResponse(
@@ -280,7 +276,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             version=__version__,
         )
 
-    @app.post("/embed", response_model=EmbedResponse, responses=_errors(*_COMMON))
+    @app.post("/embed", response_model=EmbedResponse, responses=error_responses(*_COMMON))
     async def embed(body: EmbedRequest, rt: Runtime = runtime) -> Response:
         """Embed one text or a list of texts."""
         texts = [body.input] if isinstance(body.input, str) else body.input
@@ -300,7 +296,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.include_router(search_router(runtime, _embed))  # /search, /papers/{id}, /subjects
 
-    @app.post("/classify", responses=_errors(*_COMMON))
+    @app.post("/classify", responses=error_responses(*_COMMON))
     async def classify(body: ClassifyRequest, rt: Runtime = runtime) -> ClassifyResponse:
         """The most probable primary subjects of a text."""
         if rt.classifier is None:

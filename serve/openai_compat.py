@@ -21,11 +21,11 @@ from arxiv_embed.pooling import l2_normalize
 from arxiv_embed.text import clean_text
 from serve.errors import ApiError
 from serve.schemas import (
-    ErrorResponse,
     OpenAIEmbeddingRequest,
     OpenAIEmbeddingResponse,
     OpenAIModel,
     OpenAIModels,
+    error_responses,
 )
 
 if TYPE_CHECKING:
@@ -77,9 +77,7 @@ def _card(rt: Runtime) -> OpenAIModel:
 def openai_router(runtime: Any, embed: Embed, vectors_json: VectorsJson) -> APIRouter:
     """The routes, given the app's runtime dependency, its embedding function and its vectors response."""
     router = APIRouter(prefix="/v1", tags=["OpenAI-compatible"])
-    errors: dict[int | str, dict[str, Any]] = {
-        code: {"model": ErrorResponse} for code in (400, 401, 404, 413, 422, 429, 503)
-    }
+    errors = error_responses(400, 401, 404, 413, 422, 429, 503)
 
     @router.get("/models", responses=errors)
     async def list_models(rt: Runtime = runtime) -> OpenAIModels:

@@ -134,20 +134,6 @@ class PaperIndex:
             record["pdf_url"] = PDF_URL + record["id"]
         return records
 
-    def search(self, query: np.ndarray, k: int) -> list[dict[str, object]]:
-        """The ``k`` nearest papers to one normalised query vector, best first, without filters.
-
-        A longer query vector than the index's (a Matryoshka index) is cut to the index's size and renormalised.
-        """
-        k = min(k, self.size)
-        scores, rows = self.index.search(self.fit_query(query), k)
-        found = rows[0] >= 0  # an approximate index may find fewer than k
-        hits = self.records(rows[0][found])
-        for rank, (hit, score) in enumerate(zip(hits, scores[0][found], strict=True), start=1):
-            hit["rank"] = rank
-            hit["score"] = float(score)
-        return hits
-
 
 def _paper_dates(meta: pa.Table) -> np.ndarray:
     """Each paper's first-version date when it has one, else its last update; NaT when neither is a date."""

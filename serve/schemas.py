@@ -45,6 +45,11 @@ class ErrorResponse(BaseModel):
     error_type: str = Field(description="stable machine-readable kind, e.g. too_many_inputs")
 
 
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """A route's documented error statuses, each answered in the :class:`ErrorResponse` shape."""
+    return {code: {"model": ErrorResponse} for code in codes}
+
+
 class HealthResponse(BaseModel):
     status: Literal["ok"]
 

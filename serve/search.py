@@ -21,15 +21,16 @@ import numpy as np
 from fastapi import APIRouter
 
 from arxiv_embed.pooling import l2_normalize
+from arxiv_embed.text import cap_text
 from serve.errors import ApiError
 from serve.resources import PaperIndex
 from serve.schemas import (
-    ErrorResponse,
     PaperRecord,
     SearchFilters,
     SearchRequest,
     SearchResponse,
     SubjectsResponse,
+    error_responses,
 )
 from serve.settings import Settings
 
@@ -165,9 +166,7 @@ def snippet(text: str, chars: int = SNIPPET_CHARS) -> str:
     """The first ``chars`` characters of ``text``, cut at a word, with "..." when something is left out."""
     if len(text) <= chars:
         return text
-    cut = text[:chars]
-    space = cut.rfind(" ")
-    return (cut[:space] if space > chars // 2 else cut).rstrip(" ,;:.") + "..."
+    return cap_text(text, chars).rstrip(" ,;:.") + "..."
 
 
 def _paper_row(papers: PaperIndex, paper_id: str) -> int:
@@ -183,16 +182,12 @@ def _index(rt: SearchRuntime) -> PaperIndex:
     return rt.index
 
 
-def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
-    return {code: {"model": ErrorResponse} for code in codes}
-
-
 def search_router(runtime: Any, embed: Embed) -> APIRouter:
     """``/search``, ``/papers/{id}`` and ``/subjects``; ``runtime`` is the app's ``Depends`` of its runtime and
     ``embed(rt, texts)`` its raw embeddings of texts (limits and batching included)."""
     router = APIRouter()
 
-    @router.post("/search", responses=_errors(401, 404, 413, 422, 429, 501, 503))
+    @router.post("/search", responses=error_responses(401, 404, 413, 422, 429, 501, 503))
     async def search(body: SearchRequest, rt: SearchRuntime = runtime) -> SearchResponse:
         """The k papers of the index closest to a text, or to an indexed paper (its stored vector), that pass
         the filters; by paper, the paper itself is left out unless `include_self`."""
@@ -222,13 +217,13 @@ def search_router(runtime: Any, embed: Embed) -> APIRouter:
             results=results,  # type: ignore[arg-type]
         )
 
-    @router.get("/papers/{paper_id:path}", responses=_errors(401, 404, 503))
+    @router.get("/papers/{paper_id:path}", responses=error_responses(401, 404, 503))
     async def paper(paper_id: str, rt: SearchRuntime = runtime) -> PaperRecord:
         """One indexed paper's record (ids may hold a slash: `/papers/hep-th/9901001`)."""
         papers = _index(rt)
         return PaperRecord(**papers.records([_paper_row(papers, paper_id)])[0])  # type: ignore[arg-type]
 
-    @router.get("/subjects", responses=_errors(401, 503))
+    @router.get("/subjects", responses=error_responses(401, 503))
     async def subjects(rt: SearchRuntime = runtime) -> SubjectsResponse:
         """The subjects of the indexed papers, by name, with how many papers have each (primary, any category)."""
         papers = _index(rt)

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from serve.resources import Classifier, ResourceError, absent_reason, load_classifier, load_index
+from serve.search import search_rows
 
 
 def write_index(folder: Path, vectors: np.ndarray, meta: pd.DataFrame) -> Path:
@@ -46,13 +47,14 @@ def test_softmax_of_the_linear_scores() -> None:
 def test_search_ranks_by_inner_product(tmp_path: Path) -> None:
     index = load_index(write_index(tmp_path, VECTORS, META), dimensions=2)
     assert index.size == 3
-    hits = index.search(np.array([1.0, 0.0]), k=2)
-    assert [(h["rank"], h["id"], h["title"], h["subject"]) for h in hits] == [
+    found = search_rows(index, np.array([1.0, 0.0]), k=2, mask=None)
+    hits = index.records(found.rows)
+    assert [(rank, h["id"], h["title"], h["subject"]) for rank, h in enumerate(hits, start=1)] == [
         (1, "a", "A", "x"),
         (2, "c", "C", "x"),
     ]
-    assert [h["score"] for h in hits] == pytest.approx([1.0, 0.6])
-    assert len(index.search(np.array([0.0, 1.0]), k=100)) == 3
+    assert list(found.scores) == pytest.approx([1.0, 0.6])
+    assert len(search_rows(index, np.array([0.0, 1.0]), k=100, mask=None).rows) == 3
 
 
 def test_index_must_match_model_and_metadata(tmp_path: Path) -> None:
@@ -73,7 +75,8 @@ def test_index_must_match_model_and_metadata(tmp_path: Path) -> None:
 def test_a_shorter_index_gets_queries_cut_to_its_size(tmp_path: Path) -> None:
     index = load_index(write_index(tmp_path, VECTORS, META), dimensions=[4, 2])
     query = np.array([1.0, 0.0, 0.5, 0.5])  # cut to [1, 0]: as the 2-d search above
-    assert [h["id"] for h in index.search(query / np.linalg.norm(query), k=2)] == ["a", "c"]
+    found = search_rows(index, query / np.linalg.norm(query), k=2, mask=None)
+    assert [h["id"] for h in index.records(found.rows)] == ["a", "c"]
 
 
 def test_classifier_shapes_must_agree(tmp_path: Path) -> None:
