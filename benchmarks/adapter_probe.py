@@ -144,7 +144,7 @@ def main() -> None:
         )
         n_clf = n
         name = f"n={n} T={t} classifier_weight={w} fit={fit.seconds:.0f}s"
-        measure(name, lambda x, f=fit: apply_adapter(x, f.weight, f.bias))
+        measure(name, lambda x, f=fit: apply_adapter(x, f.layers))
 
 
 if __name__ == "__main__":

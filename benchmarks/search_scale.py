@@ -221,23 +221,12 @@ def coarse_clusters(vectors: np.ndarray, params: FaissBuildParams, n_train: int)
     return Coarse(centroids, assign, time.perf_counter() - start)
 
 
-def make_index(dim: int, params: FaissBuildParams) -> faiss.Index:
-    """``new_index``, and ``hnsw_sq8`` (an HNSW graph over 8-bit scalar-quantised vectors), which faiss_build
-    does not offer yet: measured here as the candidate for the full corpus."""
-    if params.index != "hnsw_sq8":
-        return new_index(dim, params)
-    index = faiss.index_factory(dim, f"HNSW{params.hnsw_m},SQ8", faiss.METRIC_INNER_PRODUCT)
-    index.hnsw.efConstruction = params.hnsw_ef_construction
-    index.hnsw.efSearch = params.hnsw_ef_search
-    return index
-
-
 def build(
     vectors: np.ndarray, params: FaissBuildParams, n: int, n_train: int, coarse: Coarse | None
 ) -> tuple[faiss.Index, float]:
     """The index of the first n vectors, as faiss_build makes it; seconds (with the shared clusters')."""
     start = time.perf_counter()
-    index = make_index(vectors.shape[1], params)
+    index = new_index(vectors.shape[1], params)
     if coarse is None:
         train_index(index, np.ascontiguousarray(vectors[:n_train]), params)
         for _, chunk in chunks(vectors, n):

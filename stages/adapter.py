@@ -1,4 +1,4 @@
-"""Adapter: a label-aware linear map on the fine-tuned model's embeddings, trained over subject labels.
+"""Adapter: a label-aware linear map (or residual MLP, ``adapter.hidden``) on the fine-tuned model's embeddings, trained over subject labels.
 
 Reads   ``${paths.model_dir}`` (the fine-tuned model, or the base model with ``train.loss: none``),
         ``${paths.split_dir}/{train,val}.parquet``.
@@ -100,17 +100,14 @@ def main() -> None:
         matryoshka_dims=params.matryoshka_dims,
         seed=meta.seed,
         classifier_weight=params.classifier_weight,
+        hidden=params.hidden,
     )
-    after = retrieval(
-        apply_adapter(vq, fit.weight, fit.bias), apply_adapter(vc, fit.weight, fit.bias), *subjects
-    )
+    after = retrieval(apply_adapter(vq, fit.layers), apply_adapter(vc, fit.layers), *subjects)
     metrics.update({f"val_after_{k}": v for k, v in after.items()})
     metrics.update(
         {"fit_seconds": fit.seconds, "fit_loss_first": fit.losses[0], "fit_loss_last": fit.losses[-1]}
     )
-    model = with_adapter(
-        load_model(paths.model_dir, max_seq_length=meta.max_seq_length), fit.weight, fit.bias
-    )
+    model = with_adapter(load_model(paths.model_dir, max_seq_length=meta.max_seq_length), fit.layers)
     with atomic_dir(out) as staging:
         model.save(str(staging))
     write_parquet(

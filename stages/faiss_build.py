@@ -61,6 +61,7 @@ FACTORY: dict[str, Callable[[FaissBuildParams], str]] = {
     "ivf_sq8": lambda p: f"IVF{p.ivf_nlist},SQ8",
     "ivf_pq": lambda p: f"IVF{p.ivf_nlist},PQ{p.pq_m}x{p.pq_bits}",
     "hnsw": lambda p: f"HNSW{p.hnsw_m},Flat",
+    "hnsw_sq8": lambda p: f"HNSW{p.hnsw_m},SQ8",  # the graph over 8-bit scalar-quantised vectors: full arXiv
 }
 
 
@@ -75,7 +76,7 @@ def new_index(dim: int, params: FaissBuildParams) -> faiss.Index:
         faiss.extract_index_ivf(index).nprobe = params.ivf_nprobe
     if params.index == "ivf_pq":
         index.do_polysemous_training = False  # minutes of training for a Hamming filter search never uses
-    elif params.index == "hnsw":
+    elif params.index.startswith("hnsw"):
         index.hnsw.efConstruction = params.hnsw_ef_construction
         index.hnsw.efSearch = params.hnsw_ef_search
     return index
@@ -85,7 +86,7 @@ def train_index(index: faiss.Index, vectors: np.ndarray, params: FaissBuildParam
     """Train ``index`` (IVF clusters, SQ ranges, PQ codebooks) on ``vectors``; nothing for flat and hnsw."""
     if index.is_trained:
         return
-    if len(vectors) < params.ivf_nlist:
+    if params.index.startswith("ivf") and len(vectors) < params.ivf_nlist:
         raise ValueError(
             f"{params.index} index: {len(vectors)} vectors cannot train {params.ivf_nlist} clusters (ivf_nlist)"
         )

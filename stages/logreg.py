@@ -73,7 +73,7 @@ def train_embeddings(
     if hit.any():
         found = np.stack([np.asarray(vectors[i], dtype=np.float32) for i in papers["id"][hit]])
         adapter = adapter_of(model)  # type: ignore[arg-type]
-        found = apply_adapter(found, *adapter) if adapter is not None else found
+        found = apply_adapter(found, adapter) if adapter is not None else found
         out = np.empty((len(papers), found.shape[1]), dtype=np.float32)
         out[hit] = found
     if (~hit).any():

@@ -3,8 +3,8 @@
 The graph holds the transformer alone (inputs -> ``token_embeddings``); mean pooling and L2 normalisation are
 :mod:`arxiv_embed.pooling`, shared by the export's parity check and the API. An export folder holds
 ``model.onnx`` (fp32), ``model_int8.onnx`` (dynamic int8), ``tokenizer.json`` and ``config.json``, and for a
-model with an adapter (:mod:`arxiv_embed.adapter`: Normalize -> Dense -> Normalize after the pooling)
-``adapter.npz``, the linear map applied to the normalised pooled vectors.
+model with an adapter (:mod:`arxiv_embed.adapter`: Normalize -> Dense [-> Dense] -> Normalize after the pooling)
+``adapter.npz``, the adapter's layers (``weight_0``, ``bias_0``, ...) applied to the normalised pooled vectors.
 
 Only numpy, onnxruntime and tokenizers are imported here at module level: the serving image has no torch, so
 :func:`export_onnx` imports torch and sentence_transformers itself, and :func:`quantize_int8` the quantizer.
@@ -23,6 +23,7 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Encoding, Tokenizer
 
+from arxiv_embed.adapter import Layers, apply_adapter
 from arxiv_embed.pooling import l2_normalize, mean_pool
 
 MODEL_FILE = "model.onnx"
@@ -119,8 +120,8 @@ def export_onnx(
         raise ValueError(f"{model_dir}: a Dense module other than an arxiv_embed adapter cannot be exported")
     dimension = int(transformer.config.hidden_size)
     if adapter is not None:
-        np.savez(out / ADAPTER_FILE, weight=adapter[0], bias=adapter[1])
-        dimension = int(adapter[0].shape[0])
+        save_adapter(out / ADAPTER_FILE, adapter)
+        dimension = int(adapter[-1][0].shape[0])
     else:
         (out / ADAPTER_FILE).unlink(missing_ok=True)
     config = {
@@ -181,6 +182,25 @@ def quantize_int8(fp32_path: str | Path, int8_path: str | Path) -> Path:
     return Path(int8_path)
 
 
+def save_adapter(path: Path, layers: Layers) -> None:
+    arrays = {}
+    for i, (weight, bias) in enumerate(layers):
+        arrays[f"weight_{i}"], arrays[f"bias_{i}"] = weight, bias
+    np.savez(path, **arrays)  # type: ignore[arg-type]
+
+
+def load_adapter(path: Path) -> Layers:
+    """The layers :func:`save_adapter` wrote (or the ``weight``/``bias`` pair of a linear adapter's older export)."""
+    with np.load(path) as found:
+        if "weight" in found:
+            return [(found["weight"].astype(np.float32), found["bias"].astype(np.float32))]
+        count = sum(1 for key in found.files if key.startswith("weight_"))
+        return [
+            (found[f"weight_{i}"].astype(np.float32), found[f"bias_{i}"].astype(np.float32))
+            for i in range(count)
+        ]
+
+
 def load_config(model_dir: str | Path) -> dict[str, Any]:
     """The ``config.json`` of an export folder."""
     path = Path(model_dir) / CONFIG_FILE
@@ -214,10 +234,9 @@ class OnnxEncoder:
         self.source_model: str = str(self.config.get("source_model", ""))
         self._inputs: list[str] = list(self.config["inputs"])
         self._pad_id = int(self.config.get("pad_token_id", 0))
-        self._adapter: tuple[np.ndarray, np.ndarray] | None = None
+        self._adapter: Layers | None = None
         if self.config.get("adapter"):
-            with np.load(self.model_dir / self.config["adapter"]) as adapter:
-                self._adapter = (adapter["weight"].astype(np.float32), adapter["bias"].astype(np.float32))
+            self._adapter = load_adapter(self.model_dir / self.config["adapter"])
 
         self._counter = Tokenizer.from_file(str(self.model_dir / TOKENIZER_FILE))
         self._counter.no_truncation()
@@ -288,5 +307,4 @@ class OnnxEncoder:
         pooled = mean_pool(token_embeddings, mask)
         if self._adapter is None:
             return pooled
-        weight, bias = self._adapter
-        return l2_normalize(pooled) @ weight.T + bias
+        return apply_adapter(l2_normalize(pooled), self._adapter, normalize=False)

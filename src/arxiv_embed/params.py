@@ -384,7 +384,8 @@ class TrainParams:
 
 @dataclass(frozen=True)
 class AdapterParams:
-    """``adapter``: a linear map over the fine-tuned embeddings, trained with supervised contrastive learning."""
+    """``adapter``: a linear map (or residual MLP) over the fine-tuned embeddings, trained with supervised
+    contrastive learning."""
 
     method: Literal["none", "supcon"]  # none: the fine-tuned model goes on unchanged
     n_papers: Annotated[int, Ge(2)]  # stratified train papers embedded to fit it (reused by logreg)
@@ -401,6 +402,7 @@ class AdapterParams:
         float, Ge(0)
     ]  # > 0: a subject classifier head trained alongside (cross-entropy)
     matryoshka_dims: list[Annotated[int, Ge(1)]]  # non-empty: the loss averaged over these prefixes
+    hidden: Annotated[int, Ge(0)]  # 0: a linear map; > 0: a residual MLP with this many hidden units
     val_queries: Positive  # validation retrieval before and after the fit (val split)
     val_corpus: Annotated[int, Ge(10)]
 
@@ -454,7 +456,7 @@ class OnnxExportParams:
 class FaissBuildParams:
     encoder: Literal["onnx", "torch"]
     model_file: Literal["model_int8.onnx", "model.onnx"]
-    index: Literal["flat", "ivf", "ivf_sq8", "ivf_pq", "hnsw"]
+    index: Literal["flat", "ivf", "ivf_sq8", "ivf_pq", "hnsw", "hnsw_sq8"]
     dimension: Positive | None  # vectors cut to this size (one of ir_eval.matryoshka_dims); null: the model's
     max_papers: Positive | None
     batch_size: Positive

@@ -29,8 +29,10 @@ def test_main_writes_the_adapted_model_and_the_embeddings_logreg_reuses(trained_
     ):
         assert math.isfinite(metrics[f"adapter_{key}"]), key
     model = load_model(str(trained_project / "models" / "embedder"), device="cpu")
-    weight, _ = adapter_of(model) or (None, None)
-    assert weight is not None and weight.shape == (384, 384)
+    hidden = yaml.safe_load((trained_project / "params.yaml").read_text())["adapter"]["hidden"]
+    layers = adapter_of(model)
+    shapes = [(2 * 384 + hidden, 384), (384, 2 * 384 + hidden)] if hidden else [(384, 384)]
+    assert layers is not None and [w.shape for w, _ in layers] == shapes
     embeddings = pd.read_parquet(trained_project / "data" / "embeddings" / "train.parquet")
     train = pd.read_parquet(trained_project / "data" / "split" / "train.parquet")
     assert len(embeddings) == metrics["adapter_papers"] == 60  # adapter.n_papers of 72 train papers

@@ -75,7 +75,7 @@ def test_flat_index_is_exact_inner_product() -> None:
 @pytest.mark.parametrize(
     ("kind", "min_recall", "code_bytes"),
     # All 8 clusters probed / a wide beam: (near) exact; SQ8 and PQ lose what their codes round off.
-    [("ivf", 0.95, 64), ("ivf_sq8", 0.9, 16), ("ivf_pq", 0.3, 8), ("hnsw", 0.95, 64)],
+    [("ivf", 0.95, 64), ("ivf_sq8", 0.9, 16), ("ivf_pq", 0.3, 8), ("hnsw", 0.95, 64), ("hnsw_sq8", 0.9, 16)],
 )
 def test_approximate_indexes_recall_and_keep_search_settings(
     kind: str, min_recall: float, code_bytes: int, tmp_path: Path
@@ -94,7 +94,9 @@ def test_approximate_indexes_recall_and_keep_search_settings(
         # 16 float32 dimensions: 64 bytes a vector flat, 16 as SQ8, pq_m = 8 as PQ8x8.
         assert faiss.extract_index_ivf(loaded).code_size == code_bytes
     else:
-        assert faiss.downcast_index(loaded).hnsw.efSearch == 64
+        hnsw = faiss.downcast_index(loaded)
+        assert hnsw.hnsw.efSearch == 64
+        assert faiss.downcast_index(hnsw.storage).code_size == code_bytes
 
 
 def test_ivf_with_one_probe_misses_neighbours() -> None:
