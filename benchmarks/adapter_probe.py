@@ -80,6 +80,7 @@ def main() -> None:
     parser.add_argument("--papers", default="2000,5000,10000")
     parser.add_argument("--temperatures", default="0.1")
     parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--hidden", default="0", help="adapter.hidden values (0: linear; e.g. 0,1024)")
     parser.add_argument("--batch-size", type=int, default=1024)
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument(
@@ -129,7 +130,15 @@ def main() -> None:
     n_clf = min(len(pool), 2000)
     measure("untrained", lambda x: x)
     weights = [float(w) for w in args.classifier_weights.split(",")]
-    for n, t, w in ((n, float(t), w) for n in sizes for t in args.temperatures.split(",") for w in weights):
+    hiddens = [int(h) for h in args.hidden.split(",")]
+    settings = (
+        (n, float(t), w, h)
+        for n in sizes
+        for t in args.temperatures.split(",")
+        for w in weights
+        for h in hiddens
+    )
+    for n, t, w, h in settings:
         fit = fit_adapter(
             x_pool[:n],
             list(pool["subject"].iloc[:n]),
@@ -141,9 +150,10 @@ def main() -> None:
             seed=args.seed,
             threads=args.threads,
             classifier_weight=w,
+            hidden=h,
         )
         n_clf = n
-        name = f"n={n} T={t} classifier_weight={w} fit={fit.seconds:.0f}s"
+        name = f"n={n} T={t} classifier_weight={w} hidden={h} fit={fit.seconds:.0f}s"
         measure(name, lambda x, f=fit: apply_adapter(x, f.layers))
 
 

@@ -66,7 +66,7 @@ TINY_OVERRIDES = {
     "split": {"val_fraction": 0.2, "test_fraction": 0.3},
     "pairs": {"n_pairs": 64, "n_contrastive": 64},
     "train": {
-        "loss": "subject_mnrl",  # the CPU profile skips fine-tuning; the tiny project goes through it
+        "loss": "subject_mnrl",  # fine-tuning, whatever the profile
         "batch_size": 8,
         "max_steps": 4,
         "eval_queries": 10,
@@ -78,7 +78,7 @@ TINY_OVERRIDES = {
     },
     "adapter": {
         "n_papers": 60,
-        "hidden": 16,  # the CPU profile's residual MLP, small
+        "hidden": 16,  # the residual MLP adapter through the whole chain
         "encoder": "torch",
         "encode_batch_size": 16,
         "epochs": 3,

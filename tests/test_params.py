@@ -80,15 +80,13 @@ def test_set_param_wins_over_the_profile() -> None:
     assert swept["train"]["batch_size"] == cpu["train"]["batch_size"]  # the rest of the profile stays
 
 
-def test_profiles_change_sizes_and_where_the_cpu_minutes_go() -> None:
+def test_profiles_change_sizes_not_choices() -> None:
     cpu, gpu = check_params(compose(["profile=cpu"])), check_params(compose(["profile=gpu"]))
     assert cpu.train.batch_size < gpu.train.batch_size
     assert cpu.pairs.n_pairs < gpu.pairs.n_pairs
     assert cpu.ir_eval.n_corpus < gpu.ir_eval.n_corpus
     assert cpu.meta.max_seq_length < gpu.meta.max_seq_length
-    assert (cpu.meta.base_model, cpu.meta.text_mode) == (gpu.meta.base_model, gpu.meta.text_mode)
-    # On 2 cores fine-tuning's minutes buy more as adapter papers (docs/results.md); a GPU fine-tunes.
-    assert cpu.train.loss == "none" != gpu.train.loss
+    assert cpu.train.loss == gpu.train.loss
 
 
 def test_an_unknown_set_param_fails() -> None:
