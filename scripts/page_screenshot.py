@@ -23,7 +23,6 @@ from pathlib import Path
 
 import faiss
 import pandas as pd
-import pyarrow.parquet as pq
 import uvicorn
 from sklearn.linear_model import LogisticRegression
 
@@ -34,7 +33,7 @@ from arxiv_embed.sources import iter_lines
 from arxiv_embed.text import papers_texts
 from serve.app import create_app
 from serve.settings import Settings
-from stages.faiss_build import INDEX_FILE, META_FILE, paper_meta
+from stages.faiss_build import INDEX_FILE, paper_meta, write_meta
 from stages.logreg import save_classifier
 from stages.prepare import parse_record
 
@@ -68,7 +67,7 @@ def build(papers: pd.DataFrame, model_dir: Path, work: Path) -> tuple[Path, Path
     index = faiss.IndexFlatIP(vectors.shape[1])
     index.add(vectors)
     faiss.write_index(index, str(index_dir / INDEX_FILE))
-    pq.write_table(paper_meta(papers), index_dir / META_FILE)
+    write_meta(paper_meta(papers), index_dir)
     counts = papers["subject"].value_counts()
     common = papers["subject"].isin(counts[counts >= 5].index).to_numpy()
     model = LogisticRegression(C=10, max_iter=1000).fit(vectors[common], papers["subject"][common])

@@ -33,11 +33,10 @@ from serve.middleware import GuardAndMeasure
 from serve.openai_compat import openai_router, publish_names
 from serve.page import install_page
 from serve.resources import (
-    INDEX_FILE,
-    META_FILE,
     Classifier,
     PaperIndex,
     absent_reason,
+    index_absent,
     load_classifier,
     load_index,
 )
@@ -169,7 +168,7 @@ def _load(settings: Settings, metrics: Metrics) -> tuple[OnnxEncoder, dict[str, 
         loaded["solo_encoder"] = OnnxEncoder(
             settings.model_dir, settings.onnx_file, threads=solo_threads, spin=False
         )
-    loaded["index_absent"] = absent_reason(settings.index_dir, (INDEX_FILE, META_FILE))
+    loaded["index_absent"] = index_absent(settings.index_dir)
     loaded["index"] = None
     if loaded["index_absent"] is None and settings.index_dir is not None:
         loaded["index"] = load_index(settings.index_dir, encoder.dimensions)

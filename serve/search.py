@@ -4,8 +4,8 @@ Filters become a boolean mask over the index's rows (subjects, dates, excluded i
 rows it keeps (``IDSelectorBitmap`` through ``SearchParameters``). On the flat index that is exactly the best k of
 the kept papers. An approximate index filters while it searches (IVF: the probed lists, HNSW: the graph walk), which
 can miss neighbours or return fewer than k; when the filter keeps at most ``EXACT_SUBSET_MAX`` papers, an IVF index
-scans all its lists for them and an HNSW index has their stored vectors scored one by one, so small subsets are
-exact there too.
+scans all its lists for them, and an HNSW or a re-ranked IVF-PQ (``ivf_pq_sq8``) index has their stored vectors
+scored one by one, so small subsets are exact there too.
 """
 
 from __future__ import annotations
@@ -112,6 +112,9 @@ def _in_dates(dates: np.ndarray, first: date | None, last: date | None) -> np.nd
 
 def _search_parameters(index: faiss.Index, selector: faiss.IDSelector, k: int) -> faiss.SearchParameters:
     # The index's own search settings: a SearchParameters object replaces them (nprobe 1, efSearch 16) otherwise.
+    if isinstance(index, faiss.IndexRefine):  # the base index filters its candidates; re-ranking keeps them
+        base = _search_parameters(faiss.downcast_index(index.base_index), selector, k)
+        return faiss.IndexRefineSearchParameters(k_factor=index.k_factor, base_index_params=base)
     if isinstance(index, faiss.IndexIVF):
         return faiss.SearchParametersIVF(sel=selector, nprobe=index.nprobe)
     if isinstance(index, faiss.IndexHNSW):
@@ -146,7 +149,8 @@ def search_rows(
         if k == 0:
             return Found(np.empty(0, np.int64), np.empty(0, np.float32), 0, True)
         exact = flat or matched <= exact_max
-        if exact and isinstance(index, faiss.IndexHNSW) and papers.vectors_absent is None:
+        scored = isinstance(index, faiss.IndexHNSW | faiss.IndexRefine)  # stored vectors read back one by one
+        if exact and scored and papers.vectors_absent is None:
             scores = index.reconstruct_batch(kept) @ query[0]
             best = _best(scores, k)
             return Found(kept[best], scores[best], matched, True)

@@ -6,12 +6,14 @@ Reads   ``${paths.prepared}``, and ``${paths.onnx_dir}`` (``faiss_build.model_fi
         for large corpora; the API then embeds queries with a different graph of the same model).
 Params  ``faiss_build`` (index type and its settings), ``meta``.
 Writes  ``${paths.faiss_dir}/index.faiss`` (inner product over L2-normalised vectors = cosine) and
-        ``${paths.faiss_dir}/meta.parquet`` (row i of the index -> ``id``, ``title``, ``subject`` (primary),
+        ``${paths.faiss_dir}/meta.arrow`` (an uncompressed Arrow IPC file, which the API memory-maps rather than
+        reads: at full-arXiv scale the abstracts stay on disk; row i of the index -> ``id``, ``title``,
+        ``subject`` (primary),
         ``subjects`` (all categories), ``authors``, ``published`` (first version), ``update_date``, ``abstract``:
         what a search result shows; a prepared table without ``subjects``, ``authors`` or ``published``, from an
         older ``prepare``, gives ``[subject]``, ``[]`` and "");
         ``metrics/faiss_build.json``: vectors, encode rate, build time, search latency and, for the approximate
-        ``ivf`` and ``hnsw`` indexes, ``recall@10`` against exact search on held-out queries.
+        ``ivf*`` and ``hnsw*`` indexes, ``recall@10`` against exact search on held-out queries.
 
 Held-out queries are the titles of ``n_recall_queries`` papers drawn with ``meta.seed``: texts that are not
 in the index as such (it holds title + abstract), like the short queries the API's ``/search`` gets.
@@ -27,7 +29,7 @@ import faiss
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
+import pyarrow.feather as feather
 
 from arxiv_embed.io import atomic_dir, read_parquet, write_json
 from arxiv_embed.metrics import stratified_sample
@@ -38,7 +40,7 @@ from arxiv_embed.storage import stage_storage
 from arxiv_embed.text import TextMode, papers_texts
 
 INDEX_FILE = "index.faiss"
-META_FILE = "meta.parquet"
+META_FILE = "meta.arrow"
 META_SCHEMA = pa.schema(
     [
         ("id", pa.string()),
@@ -60,8 +62,10 @@ FACTORY: dict[str, Callable[[FaissBuildParams], str]] = {
     "ivf": lambda p: f"IVF{p.ivf_nlist},Flat",
     "ivf_sq8": lambda p: f"IVF{p.ivf_nlist},SQ8",
     "ivf_pq": lambda p: f"IVF{p.ivf_nlist},PQ{p.pq_m}x{p.pq_bits}",
+    # Fast-scan 4-bit PQ codes find k x refine_k_factor candidates, their 8-bit scalar-quantised vectors rank them.
+    "ivf_pq_sq8": lambda p: f"IVF{p.ivf_nlist},PQ{p.pq_m}x4fs,Refine(SQ8)",
     "hnsw": lambda p: f"HNSW{p.hnsw_m},Flat",
-    "hnsw_sq8": lambda p: f"HNSW{p.hnsw_m},SQ8",  # the graph over 8-bit scalar-quantised vectors: full arXiv
+    "hnsw_sq8": lambda p: f"HNSW{p.hnsw_m},SQ8",  # the graph over 8-bit scalar-quantised vectors
 }
 
 
@@ -69,13 +73,15 @@ def new_index(dim: int, params: FaissBuildParams) -> faiss.Index:
     """An empty inner-product index of the type ``params.index`` names, with its build and search settings."""
     if params.index not in FACTORY:
         raise ValueError(f"unknown index type {params.index!r}; expected one of {', '.join(FACTORY)}")
-    if params.index == "ivf_pq" and dim % params.pq_m:
-        raise ValueError(f"ivf_pq index: pq_m = {params.pq_m} does not divide the dimension {dim}")
+    if params.index.startswith("ivf_pq") and dim % params.pq_m:
+        raise ValueError(f"{params.index} index: pq_m = {params.pq_m} does not divide the dimension {dim}")
     index = faiss.index_factory(dim, FACTORY[params.index](params), faiss.METRIC_INNER_PRODUCT)
     if params.index.startswith("ivf"):
         faiss.extract_index_ivf(index).nprobe = params.ivf_nprobe
     if params.index == "ivf_pq":
         index.do_polysemous_training = False  # minutes of training for a Hamming filter search never uses
+    elif params.index == "ivf_pq_sq8":
+        index.k_factor = params.refine_k_factor
     elif params.index.startswith("hnsw"):
         index.hnsw.efConstruction = params.hnsw_ef_construction
         index.hnsw.efSearch = params.hnsw_ef_search
@@ -152,6 +158,11 @@ def paper_meta(papers: pd.DataFrame) -> pa.Table:
     return pa.table(columns, schema=META_SCHEMA)
 
 
+def write_meta(table: pa.Table, folder: Path) -> None:
+    """``table`` as ``folder/meta.arrow``: uncompressed, so a reader can memory-map it."""
+    feather.write_feather(table, folder / META_FILE, compression="uncompressed")
+
+
 def search_metrics(index: faiss.Index, vectors: np.ndarray, queries: np.ndarray) -> dict[str, float]:
     """Search latency of the index and, when it is approximate, its recall@10 against exact search."""
     start = time.perf_counter()
@@ -188,7 +199,7 @@ def main() -> None:
     out = Path(paths.faiss_dir)
     with atomic_dir(out) as staging:
         faiss.write_index(index, str(staging / INDEX_FILE))
-        pq.write_table(paper_meta(papers), staging / META_FILE, compression="zstd")
+        write_meta(paper_meta(papers), staging)
     metrics = {
         "n_vectors": index.ntotal,
         "dimension": index.d,

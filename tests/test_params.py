@@ -89,6 +89,18 @@ def test_profiles_change_sizes_not_choices() -> None:
     assert cpu.train.loss == gpu.train.loss
 
 
+def test_the_full_arxiv_index_goes_over_any_profile() -> None:
+    for profile in ("cpu", "gpu"):
+        plain, full = compose([f"profile={profile}"]), compose([f"profile={profile}", "index=full_arxiv"])
+        assert check_params(full).faiss_build.index == "ivf_pq_sq8"
+        assert full["faiss_build"]["ivf_nprobe"] == 256 and full["faiss_build"]["pq_m"] == 192
+        # Only the index changes: the profile's sizes stay (max_papers included).
+        assert {k: v for k, v in full.items() if k != "faiss_build"} == {
+            k: v for k, v in plain.items() if k != "faiss_build"
+        }
+        assert full["faiss_build"]["max_papers"] == plain["faiss_build"]["max_papers"]
+
+
 def test_an_unknown_set_param_fails() -> None:
     from hydra.errors import ConfigCompositionException
 
@@ -203,7 +215,7 @@ def set_key(data: dict[str, Any], key: str, value: Any) -> dict[str, Any]:
         (
             "faiss_build.index",
             "lsh",
-            "faiss_build.index = 'lsh': must be one of 'flat', 'ivf', 'ivf_sq8', 'ivf_pq', 'hnsw', 'hnsw_sq8'",
+            "faiss_build.index = 'lsh': must be one of 'flat', 'ivf', 'ivf_sq8', 'ivf_pq', 'ivf_pq_sq8', 'hnsw', 'hnsw_sq8'",
         ),
         ("faiss_build.pq_bits", 17, "faiss_build.pq_bits = 17: must be an integer >= 1 and <= 16"),
         ("faiss_build.threads", 0, "faiss_build.threads = 0: must be an integer >= 1 or null"),

@@ -456,7 +456,7 @@ class OnnxExportParams:
 class FaissBuildParams:
     encoder: Literal["onnx", "torch"]
     model_file: Literal["model_int8.onnx", "model.onnx"]
-    index: Literal["flat", "ivf", "ivf_sq8", "ivf_pq", "hnsw", "hnsw_sq8"]
+    index: Literal["flat", "ivf", "ivf_sq8", "ivf_pq", "ivf_pq_sq8", "hnsw", "hnsw_sq8"]
     dimension: Positive | None  # vectors cut to this size (one of ir_eval.matryoshka_dims); null: the model's
     max_papers: Positive | None
     batch_size: Positive
@@ -464,8 +464,9 @@ class FaissBuildParams:
     threads: Positive | None
     ivf_nlist: Positive
     ivf_nprobe: Positive
-    pq_m: Positive  # ivf_pq: sub-quantizers per vector (must divide the dimension)
+    pq_m: Positive  # ivf_pq*: sub-quantizers per vector (must divide the dimension)
     pq_bits: Annotated[int, Ge(1), Le(16)]  # ivf_pq: bits per sub-quantizer code
+    refine_k_factor: Positive  # ivf_pq_sq8: k x this many fast-scan PQ candidates re-ranked with SQ8 codes
     hnsw_m: Annotated[int, Ge(2)]
     hnsw_ef_construction: Positive
     hnsw_ef_search: Positive

@@ -16,7 +16,6 @@ from pathlib import Path
 import faiss
 import httpx
 import pandas as pd
-import pyarrow.parquet as pq
 import pytest
 from serve_helpers import changed, served_in_thread
 
@@ -24,7 +23,7 @@ from arxiv_embed.onnx import OnnxEncoder
 from arxiv_embed.text import papers_texts
 from serve.app import create_app
 from serve.settings import Settings
-from stages.faiss_build import INDEX_FILE, META_FILE, paper_meta
+from stages.faiss_build import INDEX_FILE, paper_meta, write_meta
 
 pytest_plugins = ["onnx_fixtures"]  # onnx_minilm_dir: the bundled MiniLM exported once per session
 
@@ -163,7 +162,7 @@ def page_index_dir(tmp_path_factory: pytest.TempPathFactory, encoder: OnnxEncode
     index = faiss.IndexFlatIP(vectors.shape[1])
     index.add(vectors)
     faiss.write_index(index, str(folder / INDEX_FILE))
-    pq.write_table(paper_meta(papers), folder / META_FILE)
+    write_meta(paper_meta(papers), folder)
     return folder
 
 

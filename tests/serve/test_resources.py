@@ -9,10 +9,21 @@ from pathlib import Path
 import faiss
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.feather as feather
+import pyarrow.parquet as pq
 import pytest
 
-from serve.resources import Classifier, ResourceError, absent_reason, load_classifier, load_index
+from serve.resources import (
+    Classifier,
+    ResourceError,
+    absent_reason,
+    index_absent,
+    load_classifier,
+    load_index,
+)
 from serve.search import search_rows
+from stages.faiss_build import paper_meta
 
 
 def write_index(folder: Path, vectors: np.ndarray, meta: pd.DataFrame) -> Path:
@@ -96,3 +107,50 @@ def test_absent_reason_names_what_is_missing(tmp_path: Path) -> None:
     (tmp_path / "a").write_text("")
     (tmp_path / "b").write_text("")
     assert absent_reason(tmp_path, ("a", "b")) is None
+
+
+def test_index_absent_wants_the_index_and_either_metadata_file(tmp_path: Path) -> None:
+    assert index_absent(None) == "not configured"
+    assert index_absent(tmp_path) == f"{tmp_path}: missing index.faiss"
+    (tmp_path / "index.faiss").write_text("")
+    assert index_absent(tmp_path) == f"{tmp_path}: missing meta.arrow (or meta.parquet)"
+    (tmp_path / "meta.parquet").write_text("")
+    assert index_absent(tmp_path) is None
+
+
+@pytest.mark.parametrize("meta_file", ["meta.arrow", "meta.parquet"])
+def test_meta_arrow_is_memory_mapped_and_an_older_parquet_read(meta_file: str, tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    n = 2000
+    letters = np.array(list("abcdefghij "))
+    abstracts = ["".join(rng.choice(letters, 1000)) for _ in range(n)]  # 2 MB of text
+    papers = pd.DataFrame(
+        {"id": [f"2101.{i:05d}" for i in range(n)], "title": ["T"] * n, "subject": ["cs.LG"] * n}
+    ).assign(abstract=abstracts)
+    vectors = rng.standard_normal((n, 2)).astype(np.float32)
+    write_index(tmp_path, vectors, papers.head(0))  # the index; its metadata comes next
+    (tmp_path / "meta.parquet").unlink()
+    if (
+        meta_file == "meta.arrow"
+    ):  # as faiss_build writes it, in record batches of 500 rows as a large file has
+        feather.write_feather(
+            paper_meta(papers), tmp_path / meta_file, compression="uncompressed", chunksize=500
+        )
+    else:
+        pq.write_table(paper_meta(papers), tmp_path / meta_file)
+    before = pa.total_allocated_bytes()
+    loaded = load_index(tmp_path, dimensions=2)
+    held = pa.total_allocated_bytes() - before  # Arrow's memory pool: a memory-mapped file is not in it
+    if meta_file == "meta.arrow":
+        assert held < 200_000, held  # ids, subjects and dates for the filters, not the 2 MB of abstracts
+    else:
+        assert held > 2_000_000, held  # what the mapping saves: parquet is decoded into memory
+    default = pa.default_memory_pool()
+    pool = pa.proxy_memory_pool(default)  # counts what records() allocates, peak included
+    pa.set_memory_pool(pool)
+    try:
+        records = loaded.records([5, 1999])
+    finally:
+        pa.set_memory_pool(default)
+    assert [r["abstract"] for r in records] == [abstracts[5], abstracts[1999]]
+    assert pool.max_memory() < 100_000  # two rows, not the whole column (Table.take joins its chunks first)

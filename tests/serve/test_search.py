@@ -90,10 +90,10 @@ def matching(filters: dict, skip: int | None = None) -> list[int]:
 
 
 def brute_force(
-    query: np.ndarray, k: int, filters: dict, skip: int | None = None
+    query: np.ndarray, k: int, filters: dict, skip: int | None = None, vectors: np.ndarray = VECTORS
 ) -> tuple[list[str], list[float]]:
     keep = matching(filters, skip)
-    scores = VECTORS[keep].astype(np.float64) @ query.astype(np.float64)
+    scores = vectors[keep].astype(np.float64) @ query.astype(np.float64)
     order = np.argsort(-scores, kind="stable")[:k]
     top = scores[order]
     # The fixture must have no near-ties in what it compares, or the two searches could rightly differ.
@@ -293,28 +293,35 @@ def fixture_index(kind: str, tmp_path: Path, nprobe: int = 16) -> PaperIndex:
         index = faiss.IndexIVFFlat(faiss.IndexFlatIP(DIM), DIM, 16, faiss.METRIC_INNER_PRODUCT)
         index.train(VECTORS)
         index.nprobe = nprobe  # 16: every list
+    elif kind == "ivf_pq_sq8":  # faiss_build's: fast-scan PQ candidates re-ranked with SQ8 codes
+        index = faiss.index_factory(DIM, "IVF16,PQ48x4fs,Refine(SQ8)", faiss.METRIC_INNER_PRODUCT)
+        index.train(VECTORS)
+        faiss.extract_index_ivf(index).nprobe = nprobe
+        index.k_factor = 10
     else:
         index = faiss.IndexHNSWFlat(DIM, 16, faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efSearch = 128
     return load_index(write_index(tmp_path, index), DIM)  # from disk: an IVF index has no direct map
 
 
-@pytest.mark.parametrize("kind", ["ivf", "hnsw"])
+@pytest.mark.parametrize("kind", ["ivf", "ivf_pq_sq8", "hnsw"])
 def test_small_filtered_subsets_are_exact_on_approximate_indexes(kind: str, tmp_path: Path) -> None:
     papers = fixture_index(kind, tmp_path, nprobe=1)  # IVF: one list of 16 probed
     assert papers.vectors_absent is None
+    # Exact over the vectors the index holds: SQ8 codes decoded for ivf_pq_sq8, the vectors themselves otherwise.
+    stored = papers.index.reconstruct_n(0, N) if kind == "ivf_pq_sq8" else VECTORS
     rng = random.Random(3)
     missed = 0
     for _ in range(30):
         filters, row = random_filters(rng), rng.randrange(N)
         mask = filter_mask(papers, SearchFilters(**filters), [row])
-        truth = brute_force(VECTORS[row], 10, filters, skip=row)[0]
+        truth = brute_force(stored[row], 10, filters, skip=row, vectors=stored)[0]
         found = search_rows(papers, papers.vector(row), 10, mask)  # matched <= EXACT_SUBSET_MAX
         assert found.exact
         assert list(PAPERS.id[found.rows]) == truth
         approximate = search_rows(papers, papers.vector(row), 10, mask, exact_max=0)
         missed += list(PAPERS.id[approximate.rows]) != truth
-    if kind == "ivf":
+    if kind.startswith("ivf"):
         assert missed > 20, missed  # what the exact path is for: the filtered nprobe=1 search misses most
 
 
@@ -328,8 +335,11 @@ def test_filtered_ivf_search_keeps_its_nprobe(tmp_path: Path) -> None:
         assert list(PAPERS.id[found.rows]) == brute_force(VECTORS[row], 10, {"subjects": ["cs.LG"]})[0]
 
 
-def test_filtered_hnsw_search_returns_only_kept_papers_with_high_recall(tmp_path: Path) -> None:
-    papers = fixture_index("hnsw", tmp_path)
+@pytest.mark.parametrize("kind", ["hnsw", "ivf_pq_sq8"])
+def test_filtered_approximate_search_returns_only_kept_papers_with_high_recall(
+    kind: str, tmp_path: Path
+) -> None:
+    papers = fixture_index(kind, tmp_path)  # ivf_pq_sq8: every list probed, through the refine's base
     mask = np.asarray(PAPERS.subject.isin(["cs.LG", "hep-th"]))
     hits = []
     for row in range(0, N, 20):

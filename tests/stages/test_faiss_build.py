@@ -9,7 +9,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
+import pyarrow.feather as feather
 import pytest
 import yaml
 from pipeline_helpers import run_stages
@@ -28,6 +28,7 @@ from stages.faiss_build import (
     recall_at_k,
     search_metrics,
     train_index,
+    write_meta,
 )
 
 pytest_plugins = ["onnx_fixtures"]
@@ -45,6 +46,7 @@ PARAMS = FaissBuildParams(
     ivf_nprobe=8,
     pq_m=8,
     pq_bits=8,
+    refine_k_factor=10,
     hnsw_m=16,
     hnsw_ef_construction=64,
     hnsw_ef_search=64,
@@ -74,8 +76,16 @@ def test_flat_index_is_exact_inner_product() -> None:
 
 @pytest.mark.parametrize(
     ("kind", "min_recall", "code_bytes"),
-    # All 8 clusters probed / a wide beam: (near) exact; SQ8 and PQ lose what their codes round off.
-    [("ivf", 0.95, 64), ("ivf_sq8", 0.9, 16), ("ivf_pq", 0.3, 8), ("hnsw", 0.95, 64), ("hnsw_sq8", 0.9, 16)],
+    # All 8 clusters probed / a wide beam: (near) exact; SQ8 and PQ lose what their codes round off. ivf_pq_sq8:
+    # 4-bit PQ finds 10 x 10 candidates, SQ8 ranks them, so it recalls about what SQ8 does, not what PQ does.
+    [
+        ("ivf", 0.95, 64),
+        ("ivf_sq8", 0.9, 16),
+        ("ivf_pq", 0.3, 8),
+        ("ivf_pq_sq8", 0.9, 4),
+        ("hnsw", 0.95, 64),
+        ("hnsw_sq8", 0.9, 16),
+    ],
 )
 def test_approximate_indexes_recall_and_keep_search_settings(
     kind: str, min_recall: float, code_bytes: int, tmp_path: Path
@@ -91,8 +101,11 @@ def test_approximate_indexes_recall_and_keep_search_settings(
     loaded = faiss.read_index(str(tmp_path / "index.faiss"))
     if kind.startswith("ivf"):
         assert faiss.extract_index_ivf(loaded).nprobe == 8
-        # 16 float32 dimensions: 64 bytes a vector flat, 16 as SQ8, pq_m = 8 as PQ8x8.
+        # 16 float32 dimensions: 64 bytes a vector flat, 16 as SQ8, pq_m = 8 as PQ8x8 (8 x 4 bits fast-scan).
         assert faiss.extract_index_ivf(loaded).code_size == code_bytes
+        if kind == "ivf_pq_sq8":  # the re-ranking codes and how many candidates they rank survive the file
+            assert loaded.k_factor == PARAMS.refine_k_factor
+            assert faiss.downcast_index(loaded.refine_index).code_size == 16
     else:
         hnsw = faiss.downcast_index(loaded)
         assert hnsw.hnsw.efSearch == 64
@@ -111,15 +124,23 @@ def test_flat_index_reports_no_recall() -> None:
     assert "recall@10" not in search_metrics(build_index(vectors, PARAMS), vectors, vectors[:5])
 
 
-@pytest.mark.parametrize("kind", ["ivf", "ivf_sq8", "ivf_pq"])
+@pytest.mark.parametrize("kind", ["ivf", "ivf_sq8", "ivf_pq", "ivf_pq_sq8"])
 def test_ivf_needs_enough_vectors(kind: str) -> None:
     with pytest.raises(ValueError, match="cannot train 8 clusters"):
         build_index(unit_vectors(5), dataclasses.replace(PARAMS, index=kind))
 
 
-def test_pq_m_must_divide_the_dimension() -> None:
+@pytest.mark.parametrize("kind", ["ivf_pq", "ivf_pq_sq8"])
+def test_pq_m_must_divide_the_dimension(kind: str) -> None:
     with pytest.raises(ValueError, match="pq_m = 5 does not divide the dimension 16"):
-        build_index(unit_vectors(100), dataclasses.replace(PARAMS, index="ivf_pq", pq_m=5))
+        build_index(unit_vectors(100), dataclasses.replace(PARAMS, index=kind, pq_m=5))
+
+
+def test_refined_pq_beats_pq_alone_at_the_same_candidates() -> None:
+    vectors, queries = unit_vectors(3000), unit_vectors(50, seed=1)
+    refined = build_index(vectors, dataclasses.replace(PARAMS, index="ivf_pq_sq8"))
+    alone = search_metrics(refined.base_index, vectors, queries)["recall@10"]  # the fast-scan PQ codes only
+    assert search_metrics(refined, vectors, queries)["recall@10"] > alone + 0.3
 
 
 def test_an_untrained_index_learns_from_a_sample_and_adds_the_rest() -> None:
@@ -168,7 +189,7 @@ def test_paper_meta_round_trips_through_the_servers_loader(tmp_path: Path) -> No
     )
     vectors = unit_vectors(2)
     faiss.write_index(build_index(vectors, PARAMS), str(tmp_path / INDEX_FILE))
-    pq.write_table(paper_meta(papers), tmp_path / META_FILE)
+    write_meta(paper_meta(papers), tmp_path)
     loaded = load_index(tmp_path, dimensions=16)
     assert loaded.records([0, 1]) == [
         {
@@ -220,13 +241,13 @@ def test_main_builds_index_and_metadata(
 
     out = Path(params["paths"]["faiss_dir"])
     index = faiss.read_index(str(out / "index.faiss"))
-    meta = pd.read_parquet(out / "meta.parquet")
+    meta = feather.read_table(out / META_FILE).to_pandas()
     papers = pd.read_parquet(params["paths"]["prepared"])
     assert index.ntotal == len(meta) == len(papers)
     assert list(meta.columns) == META_SCHEMA.names
     assert meta.abstract.tolist() == papers.abstract.tolist()
     assert [list(s) for s in meta.subjects] == [list(s) for s in papers.subjects]
-    # Row i of the index is the paper of row i of meta.parquet: its own text finds it first.
+    # Row i of the index is the paper of row i of meta.arrow: its own text finds it first.
     row = 7
     text = f"{meta.title[row]}. {papers.set_index('id').abstract[meta.id[row]]}"
     query = OnnxEncoder(onnx_minilm_dir, "model_int8.onnx").encode([text])
