@@ -1,4 +1,4 @@
-"""FAISS at full-arXiv scale: 2.6M synthetic 384-d vectors, flat / IVF-flat / IVF-SQ8 / IVF-PQ / HNSW.
+"""FAISS at full-arXiv scale: 2.6M synthetic 384-d vectors, flat / IVF-flat / IVF-SQ8 / IVF-PQ (+ SQ8) / HNSW.
 
 Each index is built as ``stages/faiss_build.py`` builds it (:func:`new_index`, :func:`train_index` and the
 ``faiss_build`` settings), written to a scratch folder, and measured in a fresh subprocess: the index file's
@@ -26,7 +26,10 @@ first n vectors only, with their own exact ground truth, and the table says whic
 
 ``--serve-models DIR`` also measures the API process (``python -m serve`` on ``DIR/onnx``, ``DIR/faiss``,
 ``DIR/classifier``) after a few /search and /classify requests: its RSS plus an index's delta is what a
-Cloud Run instance holds.
+Cloud Run instance holds. ``--serve-config NAME`` (with ``--base-meta``: the prepared papers, for titles and
+abstracts) measures it on one of the built indexes instead, with a ``meta.arrow`` of all n papers (row i:
+the record of vector i's base paper, under a unique id): the API as it would run on the full corpus,
+memory-mapped metadata included, with its resident memory split into anonymous and file-backed pages.
 
     nice -n 19 uv run python benchmarks/search_scale.py --base-embeddings data/embeddings/train.parquet
     uv run python benchmarks/search_scale.py --n 200000 --hnsw-n 100000      # smaller, quicker
@@ -52,12 +55,14 @@ from pathlib import Path
 import faiss
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from stages.faiss_build import FaissBuildParams, new_index, train_index
 
 K = 10
 CHUNK = 100_000
+RSS_KEYS = ("VmRSS", "VmHWM", "RssAnon", "RssFile")
 FLAT_QUERIES = 20
 DEFAULTS = FaissBuildParams(
     encoder="onnx",
@@ -72,20 +77,27 @@ DEFAULTS = FaissBuildParams(
     ivf_nprobe=16,
     pq_m=48,
     pq_bits=8,
+    refine_k_factor=10,
     hnsw_m=32,
     hnsw_ef_construction=200,
     hnsw_ef_search=128,
     n_recall_queries=500,
 )
 # name -> (the faiss_build settings, search settings swept: nprobe for IVF, efSearch for HNSW)
-CONFIGS: dict[str, tuple[FaissBuildParams, list[int]]] = {
-    "flat": (DEFAULTS, [0]),
-    "ivf_flat": (dataclasses.replace(DEFAULTS, index="ivf"), [16, 64]),
-    "ivf_sq8": (dataclasses.replace(DEFAULTS, index="ivf_sq8"), [16, 32, 64, 128, 256]),
-    "ivf_pq48": (dataclasses.replace(DEFAULTS, index="ivf_pq", pq_m=48), [32, 128]),
-    "ivf_pq96": (dataclasses.replace(DEFAULTS, index="ivf_pq", pq_m=96), [32, 128]),
-    "hnsw": (dataclasses.replace(DEFAULTS, index="hnsw"), [64, 128, 256]),
-    "hnsw_sq8": (dataclasses.replace(DEFAULTS, index="hnsw_sq8"), [64, 128, 256]),
+CONFIGS: dict[str, tuple[FaissBuildParams, list[str]]] = {
+    "flat": (DEFAULTS, ["-"]),
+    "ivf_flat": (dataclasses.replace(DEFAULTS, index="ivf"), ["16", "64"]),
+    "ivf_sq8": (dataclasses.replace(DEFAULTS, index="ivf_sq8"), ["16", "32", "64", "128", "256"]),
+    "ivf_pq48": (dataclasses.replace(DEFAULTS, index="ivf_pq", pq_m=48), ["32", "128"]),
+    "ivf_pq96": (dataclasses.replace(DEFAULTS, index="ivf_pq", pq_m=96), ["32", "128"]),
+    # 4-bit fast-scan PQ finds k x refine_k_factor candidates, SQ8 codes re-rank them
+    "ivf_pq96_sq8": (dataclasses.replace(DEFAULTS, index="ivf_pq_sq8", pq_m=96), ["64", "128", "192", "256"]),
+    "ivf_pq192_sq8": (
+        dataclasses.replace(DEFAULTS, index="ivf_pq_sq8", pq_m=192),
+        ["64", "128", "192", "256"],
+    ),
+    "hnsw": (dataclasses.replace(DEFAULTS, index="hnsw"), ["64", "128", "256"]),
+    "hnsw_sq8": (dataclasses.replace(DEFAULTS, index="hnsw_sq8"), ["64", "128", "256"]),
 }
 
 
@@ -97,22 +109,28 @@ def normalise(x: np.ndarray) -> np.ndarray:
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
-def load_base(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, str]:
-    """Base vectors (m x d, unit norm), their subjects, and a description."""
+def load_base(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, str]:
+    """Base vectors (m x d, unit norm), their subjects, their paper ids (when known), and a description."""
     if args.base_embeddings:
-        table = pd.read_parquet(args.base_embeddings, columns=["embedding", "subject"])
+        table = pd.read_parquet(args.base_embeddings, columns=["id", "embedding", "subject"])
         vectors = normalise(np.stack(table["embedding"].to_numpy()).astype(np.float32))
-        return vectors, table["subject"].to_numpy(), f"{len(table)} embeddings of {args.base_embeddings}"
+        described = f"{len(table)} embeddings of {args.base_embeddings}"
+        return vectors, table["subject"].to_numpy(), table["id"].to_numpy(), described
     if args.base_index:
         index = faiss.read_index(args.base_index)
         vectors = normalise(index.reconstruct_n(0, index.ntotal))
-        subjects = pd.read_parquet(args.base_meta, columns=["subject"])["subject"].to_numpy()
-        return vectors, subjects, f"{index.ntotal} vectors of {args.base_index}"
+        meta = pd.read_parquet(args.base_meta, columns=["id", "subject"])
+        return (
+            vectors,
+            meta["subject"].to_numpy(),
+            meta["id"].to_numpy(),
+            f"{index.ntotal} vectors of {args.base_index}",
+        )
     rng = np.random.default_rng(args.seed)
     centres = rng.standard_normal((60, 384)).astype(np.float32)
     labels = rng.zipf(1.6, 20_000) % 60
     vectors = normalise(centres[labels] + 0.8 * rng.standard_normal((20_000, 384)).astype(np.float32))
-    return vectors, np.array([f"s{i}" for i in labels]), "random clustered bases (development only)"
+    return vectors, np.array([f"s{i}" for i in labels]), None, "random clustered bases (development only)"
 
 
 class Noise:
@@ -235,6 +253,10 @@ def build(
     ivf = faiss.extract_index_ivf(index)
     ivf.quantizer.add(coarse.centroids)  # a filled quantizer: train() skips k-means, trains the codes only
     train_index(index, np.ascontiguousarray(vectors[:n_train]), params)
+    if isinstance(index, faiss.IndexRefine):  # add() fills both code sets (the assignment is searched again)
+        for _, chunk in chunks(vectors, n):
+            index.add(chunk)
+        return index, time.perf_counter() - start + coarse.seconds
     for offset, chunk in chunks(vectors, n):
         assign = np.ascontiguousarray(coarse.assign[offset : offset + len(chunk)])
         index.add_core(len(chunk), faiss.swig_ptr(chunk), None, faiss.swig_ptr(assign))
@@ -250,15 +272,22 @@ def rss_bytes(pid: str = "self") -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def search_params(index: faiss.Index, setting: int, sel: faiss.IDSelector | None) -> faiss.SearchParameters:
+def search_params(index: faiss.Index, setting: str, sel: faiss.IDSelector | None) -> faiss.SearchParameters:
+    """``setting``: nprobe (IVF) or efSearch (HNSW); ``nprobe/k_factor`` for an IVF-PQ index re-ranked by SQ8."""
+    if isinstance(index, faiss.IndexRefine):
+        nprobe, _, k_factor = setting.partition("/")
+        base = search_params(faiss.downcast_index(index.base_index), nprobe, sel)
+        return faiss.IndexRefineSearchParameters(
+            k_factor=float(k_factor or index.k_factor), base_index_params=base
+        )
     if isinstance(index, faiss.IndexIVF):
-        return faiss.SearchParametersIVF(sel=sel, nprobe=setting)
+        return faiss.SearchParametersIVF(sel=sel, nprobe=int(setting))
     if isinstance(index, faiss.IndexHNSW):
-        return faiss.SearchParametersHNSW(sel=sel, efSearch=setting)
+        return faiss.SearchParametersHNSW(sel=sel, efSearch=int(setting))
     return faiss.SearchParameters(sel=sel)
 
 
-def measure(index_file: str, data_file: str, settings: list[int], size: int) -> list[dict[str, object]]:
+def measure(index_file: str, data_file: str, settings: list[str], size: int) -> list[dict[str, object]]:
     """In this (fresh) process: RSS the loaded index adds, then latency and recall per setting and filter."""
     faiss.omp_set_num_threads(1)
     data = dict(np.load(data_file))
@@ -306,22 +335,42 @@ def measure(index_file: str, data_file: str, settings: list[int], size: int) -> 
     return rows
 
 
-def measure_in_subprocess(index_file: Path, data_file: Path, settings: list[int], size: int) -> list[dict]:
+def measure_in_subprocess(index_file: Path, data_file: Path, settings: list[str], size: int) -> list[dict]:
     command = [sys.executable, __file__, "--measure", str(index_file), "--data", str(data_file)]
     command += ["--settings", ",".join(map(str, settings)), "--size", str(size)]
     out = subprocess.run(command, check=True, stdout=subprocess.PIPE, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
-def serve_rss(models: Path) -> dict[str, int]:
-    """RSS of ``python -m serve`` on ``models`` after a few requests (VmRSS, VmHWM in bytes)."""
+def full_meta(index_dir: Path, sources: np.ndarray, base_ids: np.ndarray, papers_file: Path) -> float:
+    """``index_dir/meta.arrow`` of one row per vector: its base paper's record (``faiss_build.paper_meta``),
+    under the id ``<base id>.<row>`` so that every id is unique; returns the file's bytes."""
+    from stages.faiss_build import paper_meta, write_meta
+
+    papers = pd.read_parquet(papers_file).set_index("id").loc[base_ids].reset_index()
+    records = paper_meta(papers)
+    rows = records.take(sources)
+    ids = (
+        pd.Series(rows.column("id").to_numpy(zero_copy_only=False))
+        + "."
+        + pd.Series(range(len(rows))).astype(str)
+    )
+    rows = rows.set_column(0, "id", pa.array(ids, pa.string()))
+    write_meta(rows, index_dir)
+    return (index_dir / "meta.arrow").stat().st_size
+
+
+def serve_rss(models: Path, index_dir: Path | None = None, subject: str | None = None) -> dict[str, float]:
+    """RSS of ``python -m serve`` on ``models`` (or its model and classifier with ``index_dir``) after a few
+    requests: VmRSS, VmHWM, RssAnon and RssFile in bytes, and the p50 of /search (text, then with a
+    ``subject`` filter) and /classify in ms."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = dict(os.environ, PORT=str(port), ARXIV_EMBED_HOST="127.0.0.1")
     env.update(
         ARXIV_EMBED_MODEL_DIR=str(models / "onnx"),
-        ARXIV_EMBED_INDEX_DIR=str(models / "faiss"),
+        ARXIV_EMBED_INDEX_DIR=str(index_dir or models / "faiss"),
         ARXIV_EMBED_CLASSIFIER_DIR=str(models / "classifier"),
     )
     root = Path(__file__).resolve().parents[1]
@@ -337,15 +386,24 @@ def serve_rss(models: Path) -> dict[str, int]:
         else:
             raise RuntimeError("serve did not become healthy")
         text = "Graph neural networks for molecular property prediction with attention " * 8
-        for path in ("/search", "/classify") * 10:
-            request = urllib.request.Request(
-                url + path, json.dumps({"text": text}).encode(), {"Content-Type": "application/json"}
-            )
-            urllib.request.urlopen(request, timeout=30).read()
+        bodies = {"search": {"text": text}, "classify": {"text": text}}
+        if subject:
+            bodies["search_filtered"] = {"text": text, "filters": {"subjects": [subject]}}
+        times: dict[str, list[float]] = {name: [] for name in bodies}
+        for _ in range(10):
+            for name, body in bodies.items():
+                path = "/" + name.split("_")[0]
+                request = urllib.request.Request(
+                    url + path, json.dumps(body).encode(), {"Content-Type": "application/json"}
+                )
+                start = time.perf_counter()
+                urllib.request.urlopen(request, timeout=30).read()
+                times[name].append(1000 * (time.perf_counter() - start))
         status = dict(
             line.split(":", 1) for line in Path(f"/proc/{server.pid}/status").read_text().splitlines()
         )
-        return {key: int(status[key].split()[0]) * 1024 for key in ("VmRSS", "VmHWM")}
+        rss: dict[str, float] = {key: int(status[key].split()[0]) * 1024 for key in RSS_KEYS}
+        return rss | {f"{name}_p50_ms": float(np.median(t)) for name, t in times.items()}
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -387,6 +445,9 @@ def main() -> None:
     parser.add_argument("--train", type=int, default=4096 * 40, help="training vectors (IVF, SQ, PQ)")
     parser.add_argument("--nlist", type=int, default=DEFAULTS.ivf_nlist, help="ivf_nlist of the IVF indexes")
     parser.add_argument("--nprobe", help="nprobe values swept for the IVF indexes (e.g. 64,128,256)")
+    parser.add_argument(
+        "--k-factors", default=str(DEFAULTS.refine_k_factor), help="refine k_factors swept (ivf_pq*_sq8)"
+    )
     parser.add_argument("--threads", type=int, default=1, help="faiss threads while building")
     parser.add_argument("--noise", type=float, default=0.5, help="noise norm relative to a unit base vector")
     parser.add_argument("--noise-shape", choices=["covariance", "isotropic"], default="covariance")
@@ -396,6 +457,10 @@ def main() -> None:
     parser.add_argument("--base-meta", help="its meta.parquet (subject column)")
     parser.add_argument("--serve-models", type=Path, help="a models/ folder: measure python -m serve on it")
     parser.add_argument("--serve-only", action="store_true", help="only measure --serve-models")
+    parser.add_argument("--serve-config", help="measure the API on this built index (with --serve-models)")
+    parser.add_argument("--serve-nprobe", type=int, help="the nprobe the served IVF index keeps")
+    parser.add_argument("--serve-k-factor", type=int, help="the k_factor the served ivf_pq*_sq8 index keeps")
+    parser.add_argument("--papers", type=Path, help="prepared papers (titles, abstracts) for --serve-config")
     parser.add_argument("--workdir", type=Path, help="scratch folder (default: a temporary one, deleted)")
     parser.add_argument("--json", type=Path, help="also write the rows here")
     parser.add_argument("--seed", type=int, default=0)
@@ -405,13 +470,14 @@ def main() -> None:
     parser.add_argument("--size", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure:
-        settings = [int(s) for s in args.settings.split(",")]
+        settings = args.settings.split(",")
         print(json.dumps(measure(args.measure, args.data, settings, args.size)))
         return
     if args.serve_only:
-        serve = serve_rss(args.serve_models)
-        print(f"python -m serve: RSS {mib(serve['VmRSS'])} MiB, peak {mib(serve['VmHWM'])} MiB")
+        print_serve(serve_rss(args.serve_models))
         return
+    if args.serve_config and not (args.serve_models and args.papers and args.base_embeddings):
+        parser.error("--serve-config needs --serve-models, --papers and --base-embeddings")
     configs = args.configs.split(",")
     unknown = {c.split("@")[0] for c in configs} - set(CONFIGS)
     if unknown:
@@ -428,7 +494,7 @@ def main() -> None:
 def run(args: argparse.Namespace, configs: list[str], workdir: Path) -> None:
     hnsw_n = min(args.hnsw_n, args.n)
     faiss.omp_set_num_threads(args.threads)
-    base, base_subjects, described = load_base(args)
+    base, base_subjects, base_ids, described = load_base(args)
     noise = Noise(base, args.noise_shape)
     print(f"base: {described}; noise {args.noise} ({args.noise_shape}); {args.n:,} vectors", flush=True)
 
@@ -463,7 +529,7 @@ def run(args: argparse.Namespace, configs: list[str], workdir: Path) -> None:
 
     serve = serve_rss(args.serve_models) if args.serve_models else None
     if serve:
-        print(f"python -m serve: RSS {mib(serve['VmRSS'])} MiB, peak {mib(serve['VmHWM'])} MiB", flush=True)
+        print_serve(serve)
 
     coarse: dict[int, Coarse] = {}
     rows = []
@@ -472,7 +538,9 @@ def run(args: argparse.Namespace, configs: list[str], workdir: Path) -> None:
         params, settings = CONFIGS[kind]
         params = dataclasses.replace(params, ivf_nlist=int(nlist or args.nlist))
         if args.nprobe and params.index.startswith("ivf"):
-            settings = [int(s) for s in args.nprobe.split(",")]
+            settings = args.nprobe.split(",")
+        if params.index == "ivf_pq_sq8":  # candidates re-ranked: k x k_factor of them
+            settings = [f"{n}/{k}" for n in settings for k in args.k_factors.split(",")]
         size = hnsw_n if params.index.startswith("hnsw") else args.n
         shared = None
         if params.index.startswith("ivf"):
@@ -485,6 +553,8 @@ def run(args: argparse.Namespace, configs: list[str], workdir: Path) -> None:
         index, seconds = build(vectors, params, size, args.train, shared)
         index_file = workdir / f"{name.replace('@', '_')}.faiss"
         faiss.write_index(index, str(index_file))
+        if name == args.serve_config:
+            serve_index(args, index, workdir, sources, base_ids, picked)
         del index
         print(f"{name}: built in {seconds:.0f} s, {mib(index_file.stat().st_size)} MiB", flush=True)
         for row in measure_in_subprocess(index_file, workdir / "data.npz", settings, size):
@@ -504,6 +574,38 @@ def run(args: argparse.Namespace, configs: list[str], workdir: Path) -> None:
         args.json.write_text(json.dumps({"picked": picked, "serve": serve, "rows": rows}, indent=1))
 
 
+def serve_index(
+    args: argparse.Namespace,
+    index: faiss.Index,
+    workdir: Path,
+    sources: np.ndarray,
+    base_ids: np.ndarray,
+    picked: dict[str, str],
+) -> None:
+    """The API on ``index`` (with ``--serve-nprobe``) and a ``meta.arrow`` of all its papers: RSS, latency."""
+    folder = workdir / "serve_index"
+    folder.mkdir(exist_ok=True)
+    if args.serve_nprobe:
+        faiss.extract_index_ivf(index).nprobe = args.serve_nprobe
+    if args.serve_k_factor:
+        index.k_factor = args.serve_k_factor
+    faiss.write_index(index, str(folder / "index.faiss"))
+    start = time.perf_counter()
+    size = full_meta(folder, sources[: index.ntotal], base_ids, args.papers)
+    print(f"meta.arrow of {index.ntotal:,} papers: {mib(size)} MiB in {time.perf_counter() - start:.0f} s")
+    rare = next(iter(picked.values()))  # the ~1% filter (a single subject or an archive)
+    subject = rare if not rare.endswith(".*") else None
+    print(f"on {args.serve_config} (nprobe {args.serve_nprobe}, k_factor {args.serve_k_factor}):", end=" ")
+    print_serve(serve_rss(args.serve_models, folder, subject))
+    shutil.rmtree(folder)
+
+
+def print_serve(serve: dict[str, float]) -> None:
+    sizes = ", ".join(f"{key} {mib(serve[key])} MiB" for key in RSS_KEYS)
+    times = ", ".join(f"{key} {value:.1f}" for key, value in serve.items() if key.endswith("_ms"))
+    print(f"python -m serve: {sizes}; {times}", flush=True)
+
+
 def print_row(row: dict) -> None:
     print(
         f"  {row['index']} setting {row['setting']} filter {row['filter']}: p50 {row['p50_ms']:.2f} ms, "
@@ -520,7 +622,7 @@ def print_table(rows: list[dict], picked: dict[str, str]) -> None:
     head += ["queries", "p50 ms", "p99 ms", "CPU p50 ms", "CPU p99 ms", "recall@10", "short"]
     print("\n| " + " | ".join(head) + " |\n|" + "---|" * len(head))
     for r in rows:
-        cells = [r["index"], f"{r['n']:,}", str(r["setting"] or "-"), names.get(r["filter"], r["filter"])]
+        cells = [r["index"], f"{r['n']:,}", str(r["setting"]), names.get(r["filter"], r["filter"])]
         cells += [f"{r['build_s']:.0f}", mib(r["file_bytes"]), mib(r["rss_bytes"])]
         cells += [mib(r["serve_plus_index_bytes"])] if serve else []
         cells += [
