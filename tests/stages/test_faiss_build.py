@@ -221,7 +221,9 @@ def test_paper_meta_round_trips_through_the_servers_loader(tmp_path: Path) -> No
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("kind", "encoder"), [("flat", "onnx"), ("hnsw", "onnx"), ("flat", "torch")])
+@pytest.mark.parametrize(
+    ("kind", "encoder"), [("flat", "onnx"), ("hnsw", "onnx"), ("ivf_pq_sq8", "onnx"), ("flat", "torch")]
+)
 def test_main_builds_index_and_metadata(
     kind: str, encoder: str, tiny_project: Path, onnx_minilm_dir: Path
 ) -> None:
@@ -230,6 +232,7 @@ def test_main_builds_index_and_metadata(
     params["faiss_build"].update(
         index=kind, encoder=encoder, batch_size=16, torch_batch_size=16, n_recall_queries=20, hnsw_m=16
     )
+    params["faiss_build"].update(ivf_nlist=4, ivf_nprobe=4)  # the tiny corpus: every list probed
     Path("params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     onnx_dir = Path(params["paths"]["onnx_dir"])
     onnx_dir.parent.mkdir(parents=True, exist_ok=True)
