@@ -40,8 +40,12 @@ from arxiv_embed.storage import stage_storage
 from arxiv_embed.text import TextMode
 
 
-def fit_classifier(x: np.ndarray, y: pd.Series, params: LogregParams, seed: int) -> LogisticRegression:
-    return LogisticRegression(C=params.C, max_iter=params.max_iter, random_state=seed).fit(x, y)
+def fit_classifier(
+    x: np.ndarray, y: pd.Series, params: LogregParams, seed: int, C: float | None = None
+) -> LogisticRegression:
+    """Logistic regression with ``params.C``, or ``C`` when given."""
+    C = params.C if C is None else C
+    return LogisticRegression(C=C, max_iter=params.max_iter, random_state=seed).fit(x, y)
 
 
 def per_class_report(y_true: pd.Series, y_pred: np.ndarray) -> pd.DataFrame:
@@ -117,7 +121,7 @@ def main() -> None:
         )
         more = more[more["id"].isin(set(cached["id"])) | more["id"].isin(set(train["id"]))]
         x_more, _ = train_embeddings(model, more, cached, mode, params.batch_size, "classifier train")
-        classifier = fit_classifier(x_more, more["subject"], params, meta.seed)
+        classifier = fit_classifier(x_more, more["subject"], params, meta.seed, C=params.classifier_C)
         predicted = classifier.predict(x_test)
         train_count = len(more)
     else:

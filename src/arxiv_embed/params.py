@@ -441,6 +441,9 @@ class LogregParams:
     classifier_train_papers: (
         Positive | None
     )  # the served classifier: up to this many (adapter's cached papers)
+    classifier_C: (
+        Annotated[float, Gt(0)] | None
+    )  # the served classifier's C when it has more papers (null: C)
 
 
 @dataclass(frozen=True)

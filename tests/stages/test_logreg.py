@@ -22,6 +22,7 @@ PARAMS = LogregParams(
     max_test_papers=None,
     batch_size=8,
     classifier_train_papers=None,
+    classifier_C=None,
 )
 
 
@@ -59,6 +60,15 @@ def test_saved_classifier_gives_sklearn_probabilities(n_classes: int, tmp_path: 
     probabilities, classes = softmax_probabilities(tmp_path / "clf", x.astype(np.float32))
     assert classes == labels
     np.testing.assert_allclose(probabilities, model.predict_proba(x), atol=1e-5)
+
+
+def test_the_served_classifier_can_have_its_own_regularisation() -> None:
+    rng = np.random.default_rng(0)
+    y = pd.Series(rng.choice(["a", "b"], size=100))
+    x = rng.normal(size=(100, 4)) + (y == "a").to_numpy()[:, None]
+    default, strong = fit_classifier(x, y, PARAMS, seed=0), fit_classifier(x, y, PARAMS, seed=0, C=0.01)
+    assert (default.C, strong.C) == (PARAMS.C, 0.01)
+    assert np.abs(strong.coef_).sum() < 0.5 * np.abs(default.coef_).sum()
 
 
 @pytest.mark.slow
