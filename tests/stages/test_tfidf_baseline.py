@@ -24,6 +24,7 @@ CLF = LogregParams(
     max_test_papers=None,
     batch_size=8,
     classifier_train_papers=None,
+    classifier_C=None,
 )
 
 
