@@ -26,7 +26,7 @@ first n vectors only, with their own exact ground truth, and the table says whic
 
 ``--serve-models DIR`` also measures the API process (``python -m serve`` on ``DIR/onnx``, ``DIR/faiss``,
 ``DIR/classifier``) after a few /search and /classify requests: its RSS plus an index's delta is what a
-Cloud Run instance holds. ``--serve-config NAME`` (with ``--base-meta``: the prepared papers, for titles and
+Cloud Run instance holds. ``--serve-config NAME`` (with ``--papers``: the prepared papers, for titles and
 abstracts) measures it on one of the built indexes instead, with a ``meta.arrow`` of all n papers (row i:
 the record of vector i's base paper, under a unique id): the API as it would run on the full corpus,
 memory-mapped metadata included, with its resident memory split into anonymous and file-backed pages.
@@ -58,7 +58,8 @@ import pandas as pd
 import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from stages.faiss_build import FaissBuildParams, new_index, train_index
+from serve.search import search_parameters
+from stages.faiss_build import META_FILE, FaissBuildParams, new_index, paper_meta, train_index, write_meta
 
 K = 10
 CHUNK = 100_000
@@ -272,19 +273,18 @@ def rss_bytes(pid: str = "self") -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def search_params(index: faiss.Index, setting: str, sel: faiss.IDSelector | None) -> faiss.SearchParameters:
-    """``setting``: nprobe (IVF) or efSearch (HNSW); ``nprobe/k_factor`` for an IVF-PQ index re-ranked by SQ8."""
+def apply_setting(index: faiss.Index, setting: str) -> None:
+    """Set ``index``'s search setting: nprobe (IVF) or efSearch (HNSW); ``nprobe/k_factor`` for an IVF-PQ index
+    re-ranked by SQ8 (the k_factor part optional). The API then searches it with these settings."""
     if isinstance(index, faiss.IndexRefine):
         nprobe, _, k_factor = setting.partition("/")
-        base = search_params(faiss.downcast_index(index.base_index), nprobe, sel)
-        return faiss.IndexRefineSearchParameters(
-            k_factor=float(k_factor or index.k_factor), base_index_params=base
-        )
-    if isinstance(index, faiss.IndexIVF):
-        return faiss.SearchParametersIVF(sel=sel, nprobe=int(setting))
-    if isinstance(index, faiss.IndexHNSW):
-        return faiss.SearchParametersHNSW(sel=sel, efSearch=int(setting))
-    return faiss.SearchParameters(sel=sel)
+        if k_factor:
+            index.k_factor = float(k_factor)
+        apply_setting(faiss.downcast_index(index.base_index), nprobe)
+    elif isinstance(index, faiss.IndexIVF):
+        index.nprobe = int(setting)
+    elif isinstance(index, faiss.IndexHNSW):
+        index.hnsw.efSearch = int(setting)
 
 
 def measure(index_file: str, data_file: str, settings: list[str], size: int) -> list[dict[str, object]]:
@@ -302,8 +302,9 @@ def measure(index_file: str, data_file: str, settings: list[str], size: int) -> 
     }
     rows = []
     for setting in settings:
+        apply_setting(index, setting)
         for name in filters:
-            params = search_params(index, setting, selectors.get(name))
+            params = search_parameters(index, selectors.get(name), K)  # as the API searches
             truth = data[f"truth_{size}_{name}"]
             for q in queries[:5]:  # warm up
                 index.search(q[None], K, params=params)
@@ -345,8 +346,6 @@ def measure_in_subprocess(index_file: Path, data_file: Path, settings: list[str]
 def full_meta(index_dir: Path, sources: np.ndarray, base_ids: np.ndarray, papers_file: Path) -> float:
     """``index_dir/meta.arrow`` of one row per vector: its base paper's record (``faiss_build.paper_meta``),
     under the id ``<base id>.<row>`` so that every id is unique; returns the file's bytes."""
-    from stages.faiss_build import paper_meta, write_meta
-
     papers = pd.read_parquet(papers_file).set_index("id").loc[base_ids].reset_index()
     records = paper_meta(papers)
     rows = records.take(sources)
@@ -357,7 +356,7 @@ def full_meta(index_dir: Path, sources: np.ndarray, base_ids: np.ndarray, papers
     )
     rows = rows.set_column(0, "id", pa.array(ids, pa.string()))
     write_meta(rows, index_dir)
-    return (index_dir / "meta.arrow").stat().st_size
+    return (index_dir / META_FILE).stat().st_size
 
 
 def serve_rss(models: Path, index_dir: Path | None = None, subject: str | None = None) -> dict[str, float]:

@@ -256,10 +256,10 @@ def meta_table(table: pa.Table) -> pa.Table:
     lacks hold empty values (``subjects``: the primary subject). A column already of its type and without nulls
     is kept as it is (a memory-mapped one stays on disk)."""
     n = table.num_rows
-    empty_of = {"title": pa.large_string(), **OPTIONAL_COLUMNS}
+    types = {"title": pa.large_string(), **OPTIONAL_COLUMNS}  # the others: string
     columns: dict[str, pa.ChunkedArray | pa.Array] = {}
     for name in (*META_COLUMNS, *OPTIONAL_COLUMNS):
-        type_ = empty_of.get(name, pa.string())
+        type_ = types.get(name, pa.string())
         if name in table.column_names:
             column = table.column(name)
             column = column if column.type == type_ else column.cast(type_)

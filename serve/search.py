@@ -110,10 +110,13 @@ def _in_dates(dates: np.ndarray, first: date | None, last: date | None) -> np.nd
 # --- search --------------------------------------------------------------------------------------------------
 
 
-def _search_parameters(index: faiss.Index, selector: faiss.IDSelector, k: int) -> faiss.SearchParameters:
-    # The index's own search settings: a SearchParameters object replaces them (nprobe 1, efSearch 16) otherwise.
+def search_parameters(
+    index: faiss.Index, selector: faiss.IDSelector | None, k: int
+) -> faiss.SearchParameters:
+    """What a search of ``index`` with ``selector`` passes to FAISS: the index's own settings (nprobe, efSearch,
+    k_factor), which a SearchParameters object would otherwise replace (nprobe 1, efSearch 16)."""
     if isinstance(index, faiss.IndexRefine):  # the base index filters its candidates; re-ranking keeps them
-        base = _search_parameters(faiss.downcast_index(index.base_index), selector, k)
+        base = search_parameters(faiss.downcast_index(index.base_index), selector, k)
         return faiss.IndexRefineSearchParameters(k_factor=index.k_factor, base_index_params=base)
     if isinstance(index, faiss.IndexIVF):
         return faiss.SearchParametersIVF(sel=selector, nprobe=index.nprobe)
@@ -156,7 +159,7 @@ def search_rows(
             return Found(kept[best], scores[best], matched, True)
         bitmap = np.packbits(mask, bitorder="little")  # bit i of byte i // 8: row i passes
         selector = faiss.IDSelectorBitmap(papers.size, faiss.swig_ptr(bitmap))
-        params = _search_parameters(index, selector, k)
+        params = search_parameters(index, selector, k)
         if exact and isinstance(index, faiss.IndexIVF):
             params.nprobe = index.nlist  # every list, the kept papers' codes only: exact
         elif exact and not flat:
